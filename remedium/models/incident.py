@@ -1,0 +1,252 @@
+"""What an incident knows and did: facts, decisions, approvals, actions, audit trail."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import Field
+
+from remedium.models.alert import Alert
+from remedium.models.common import Model
+from remedium.models.policy import Policy
+from remedium.models.runbook import Risk, Runbook, VerifySpec
+
+Stage = Literal[
+    "triggered",
+    "diagnosing",
+    "deciding",
+    "awaiting_approval",
+    "acting",
+    "monitoring",
+    "evaluating",
+    "rolling_back",
+    "escalated",
+    "reporting",
+    "resolved",
+    "closed",
+]
+Outcome = Literal["resolved", "escalated", "rejected", "closed_upstream"]
+
+
+class IncidentInput(Model):
+    alert: Alert
+
+
+class Fact(Model):
+    """One diagnostic's result; a failed diagnostic is a fact too."""
+
+    id: str
+    kind: str
+    ok: bool
+    value: Any = None
+    error: str | None = None
+    query: str | None = Field(default=None, description="the rendered query, for the audit trail")
+    duration_ms: int = 0
+
+
+class RenderedStep(Model):
+    """A plan step with its templates rendered against the facts: what will run."""
+
+    id: str
+    action: str
+    params: dict[str, Any]
+    description: str = ""
+    risk: Risk
+    state_changing: bool
+    approval_required: bool = False
+    approval_timeout_s: float | None = None
+    timeout_s: float = 300
+    skip_reason: str | None = None
+
+
+class RunbookDecision(Model):
+    runbook: str | None
+    reason: str
+    candidates: list[str] = Field(default_factory=list)
+    steps: list[RenderedStep] = Field(default_factory=list)
+    verify: VerifySpec | None = None
+    max_actions: int = 10
+    max_duration_s: float = 3600
+
+
+class ActionRequest(Model):
+    """Input of every `<action>.dry_run` / `<action>.execute` activity."""
+
+    incident_id: str
+    step_id: str
+    action: str
+    params: dict[str, Any]
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"{self.incident_id}/{self.step_id}"
+
+
+class DryRun(Model):
+    action: str
+    step_id: str
+    target: str
+    summary: str
+    diff: str = ""
+    would_change: bool = True
+
+
+class Checkpoint(Model):
+    """What was captured before a change and what undoes it."""
+
+    step_id: str
+    action: str
+    target: str
+    captured: dict[str, Any] = Field(default_factory=dict)
+    undo: str = Field(description="one sentence saying what rollback will do")
+
+
+class ActionResult(Model):
+    action: str
+    step_id: str
+    idempotency_key: str
+    target: str
+    changed: bool
+    summary: str
+    output: dict[str, Any] = Field(default_factory=dict)
+    checkpoint: Checkpoint | None = None
+
+
+class RollbackRequest(Model):
+    incident_id: str
+    checkpoint: Checkpoint
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"{self.incident_id}/{self.checkpoint.step_id}/rollback"
+
+
+class ApprovalSignal(Model):
+    """Body of the `approve` / `reject` signals; every field optional so the UI form never fails."""
+
+    step: str | None = None
+    by: str | None = None
+    reason: str = ""
+
+
+class DecideRequest(Model):
+    """Argument of the `decide` update."""
+
+    decision: Literal["approve", "reject"]
+    by: str
+    step: str | None = None
+    reason: str = ""
+
+
+class Approval(Model):
+    step: str
+    approved: bool
+    by: str
+    reason: str = ""
+    at: datetime
+    via: Literal["signal", "update"]
+
+
+class PendingApproval(Model):
+    step: str
+    action: str
+    risk: Risk
+    dry_run: DryRun
+    requested_at: datetime
+    deadline: datetime
+    approvers: list[str]
+
+
+class AuditEntry(Model):
+    at: datetime
+    stage: Stage
+    kind: str
+    message: str
+    step: str | None = None
+    actor: str = "remedium"
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class Escalation(Model):
+    reason: str
+    message: str
+    to: list[str] = Field(default_factory=list)
+
+
+class PrepareResult(Model):
+    """Policy snapshot and candidate runbooks, fixed for the incident's life."""
+
+    policy: Policy
+    candidates: list[Runbook]
+
+
+class VerifyRequest(Model):
+    alert: Alert
+    verify: VerifySpec
+    facts: dict[str, Fact]
+    round: int
+
+
+class VerifyVerdict(Model):
+    state: Literal["resolved", "not_resolved", "worse"]
+    detail: str
+    facts: dict[str, Fact] = Field(default_factory=dict)
+
+
+class DecideInput(Model):
+    alert: Alert
+    policy: Policy
+    candidates: list[Runbook]
+    facts: dict[str, Fact]
+
+
+class DiagnosticRequest(Model):
+    incident_id: str
+    alert: Alert
+    spec_id: str
+    kind: str
+    params: dict[str, Any]
+    facts: dict[str, Fact] = Field(default_factory=dict)
+
+
+class ReportRequest(Model):
+    alert: Alert
+    runbook: Runbook | None
+    outcome: Outcome
+    reason: str
+    facts: dict[str, Fact]
+    actions: list[ActionResult]
+    audit: list[AuditEntry]
+
+
+class Report(Model):
+    outcome: Outcome
+    summary: str
+    escalation: Escalation | None = None
+    follow_ups: list[str] = Field(default_factory=list)
+    markdown: str
+
+
+class IncidentStatus(Model):
+    workflow_id: str
+    stage: Stage
+    outcome: Outcome | None = None
+    alert: Alert
+    runbook: str | None = None
+    pending_approval: PendingApproval | None = None
+    facts: dict[str, Fact] = Field(default_factory=dict)
+    actions: list[ActionResult] = Field(default_factory=list)
+    approvals: list[Approval] = Field(default_factory=list)
+    checkpoints: list[Checkpoint] = Field(default_factory=list)
+    escalation: Escalation | None = None
+    report: Report | None = None
+
+
+class IncidentResult(Model):
+    workflow_id: str
+    outcome: Outcome
+    reason: str
+    runbook: str | None
+    actions: list[ActionResult]
+    report: Report

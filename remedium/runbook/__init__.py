@@ -1,0 +1,1 @@
+"""Runbooks: loading with precise errors, sandboxed templates, matching, planning."""
