@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import httpx
 from pydantic import Field, HttpUrl
@@ -19,6 +19,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.registry import (
     Action,
+    Clients,
     Diagnostic,
     make_checkpoint,
     register_action,
@@ -84,6 +85,10 @@ class HttpRequest(Action[HttpRequestParams]):
     def __init__(self, client: httpx.AsyncClient) -> None:
         self._client = client
 
+    @classmethod
+    def build(cls, clients: Clients) -> Self:
+        return cls(clients.http)
+
     async def dry_run(self, request: ActionRequest, params: HttpRequestParams) -> DryRun:
         undo = (
             f"rollback: {_describe(params.undo.method, params.undo.url, params.undo.body)}"
@@ -111,7 +116,7 @@ class HttpRequest(Action[HttpRequestParams]):
                 request,
                 str(params.url),
                 undo=f"send {_describe(params.undo.method, params.undo.url, params.undo.body)}",
-                request=params.undo.model_dump(mode="json", by_alias=True),
+                undo_request=params.undo.model_dump(mode="json", by_alias=True),
             )
         return ActionResult(
             action=self.name,
@@ -125,7 +130,7 @@ class HttpRequest(Action[HttpRequestParams]):
         )
 
     async def rollback(self, request: RollbackRequest) -> ActionResult:
-        undo = UndoRequest.model_validate(request.checkpoint.captured["request"])
+        undo = UndoRequest.model_validate(request.checkpoint.captured["undo_request"])
         what = _describe(undo.method, undo.url, undo.body)
         response = await _send_with_heartbeats(
             self._client,
@@ -161,6 +166,10 @@ class HttpProbe(Diagnostic[HttpProbeParams]):
 
     def __init__(self, client: httpx.AsyncClient) -> None:
         self._client = client
+
+    @classmethod
+    def build(cls, clients: Clients) -> Self:
+        return cls(clients.http)
 
     async def run(self, params: HttpProbeParams) -> tuple[Any, str | None]:
         try:

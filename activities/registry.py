@@ -11,9 +11,10 @@ integrations plug in without the workflow knowing about them.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from typing import Any, ClassVar, Generic, TypeVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, Generic, Self, TypeVar
 
+import httpx
 from pydantic import BaseModel
 
 from remedium.models import ActionRequest, ActionResult, Checkpoint, DryRun, RollbackRequest
@@ -21,11 +22,22 @@ from remedium.models import ActionRequest, ActionResult, Checkpoint, DryRun, Rol
 P = TypeVar("P", bound=BaseModel)
 
 
+@dataclass(frozen=True)
+class Clients:
+    """Live clients the worker built from settings; actions take what they need."""
+
+    http: httpx.AsyncClient
+
+
 class Action(ABC, Generic[P]):
     name: ClassVar[str]
     params_model: ClassVar[type[BaseModel]]
     state_changing: ClassVar[bool] = True
     description: ClassVar[str] = ""
+
+    @classmethod
+    @abstractmethod
+    def build(cls, clients: Clients) -> Self: ...
 
     @abstractmethod
     async def dry_run(self, request: ActionRequest, params: P) -> DryRun: ...
@@ -41,6 +53,10 @@ class Diagnostic(ABC, Generic[P]):
     kind: ClassVar[str]
     params_model: ClassVar[type[BaseModel]]
     description: ClassVar[str] = ""
+
+    @classmethod
+    @abstractmethod
+    def build(cls, clients: Clients) -> Self: ...
 
     @abstractmethod
     async def run(self, params: P) -> tuple[Any, str | None]:
@@ -83,12 +99,7 @@ def diagnostic_catalog() -> dict[str, type[Diagnostic[Any]]]:
     return dict(DIAGNOSTICS)
 
 
-def make_checkpoint(
-    request: ActionRequest, target: str, undo: str, **captured: Any
-) -> Checkpoint:
+def make_checkpoint(request: ActionRequest, target: str, undo: str, **captured: Any) -> Checkpoint:
     return Checkpoint(
         step_id=request.step_id, action=request.action, target=target, captured=captured, undo=undo
     )
-
-
-Factory = Callable[[], Any]

@@ -20,9 +20,7 @@ def parse_duration(value: Any) -> Any:
             return text
         if not text or _DURATION_PART.sub("", text) != "":
             raise ValueError(f"invalid duration {value!r}: use forms like 45s, 30m, 1h30m")
-        return timedelta(
-            seconds=sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
-        )
+        return timedelta(seconds=sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text)))
     return value
 
 

@@ -1,0 +1,1 @@
+"""The `remedium` command line."""

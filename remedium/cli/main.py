@@ -1,0 +1,118 @@
+"""`remedium` entry point: argument parsing and dispatch; each command lives in its own module.
+
+The process ends with os._exit after flushing, because the Temporal SDK's Rust core can
+abort a short-lived interpreter at exit (exit 134, sdk-python#300).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+USAGE_ERROR = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="remedium", description="Durable incident auto-remediation.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = sub.add_parser("up", help="run the Temporal dev server, the worker and the ingress")
+    up.add_argument("--temporal-port", type=int, default=7233)
+    up.add_argument("--ui-port", type=int, default=8233)
+    up.add_argument("--ingress-address", default=None, help="host:port (default 127.0.0.1:8088)")
+    up.add_argument("--state-dir", default=".remedium")
+    up.add_argument("--demo", action="store_true", help="also start the sandbox (later issue)")
+
+    sub.add_parser("worker", help="run the worker against REMEDIUM_TEMPORAL_ADDRESS")
+    sub.add_parser("ingress", help="run the webhook ingress against REMEDIUM_TEMPORAL_ADDRESS")
+
+    runbook = sub.add_parser("runbook", help="validate or try runbooks").add_subparsers(
+        dest="runbook_command", required=True, metavar="SUBCOMMAND"
+    )
+    validate = runbook.add_parser("validate", help="check runbook (and policy) files")
+    validate.add_argument("paths", nargs="+", metavar="PATH")
+    test = runbook.add_parser("test", help="show match, rendered plan and dry run for an alert")
+    test.add_argument("runbook", metavar="RUNBOOK")
+    test.add_argument("--alert", required=True, metavar="ALERT.json")
+    test.add_argument("--facts", metavar="FACTS.json", help="diagnostic results to decide with")
+
+    incident = sub.add_parser("incident", help="inspect incidents").add_subparsers(
+        dest="incident_command", required=True, metavar="SUBCOMMAND"
+    )
+    listing = incident.add_parser("list", help="open and recent incidents")
+    listing.add_argument("--json", action="store_true")
+    listing.add_argument("--limit", type=int, default=50)
+    show = incident.add_parser("show", help="one incident's state and audit trail")
+    show.add_argument("id", metavar="ID")
+    show.add_argument("--json", action="store_true")
+
+    for verb in ("approve", "reject"):
+        p = sub.add_parser(verb, help=f"{verb} the pending step of an incident")
+        p.add_argument("id", metavar="ID")
+        p.add_argument("--step")
+        p.add_argument("--as", dest="by", required=True, metavar="USER")
+        p.add_argument("--reason", default="")
+
+    replay = sub.add_parser("replay", help="replay exported workflow histories (JSON)")
+    replay.add_argument("paths", nargs="+", metavar="PATH")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return _dispatch(args)
+    except KeyboardInterrupt:
+        return 130
+    except CommandError as exc:
+        print(f"remedium: {exc}", file=sys.stderr)
+        return exc.code
+
+
+class CommandError(Exception):
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from remedium.cli import commands
+
+    if args.command == "runbook" and args.runbook_command == "validate":
+        from remedium.cli.runbook_cmd import validate_command
+
+        return validate_command(args.paths)
+    if args.command == "runbook":
+        return commands.runbook_test(args.runbook, args.alert, args.facts)
+    if args.command == "replay":
+        return asyncio.run(commands.replay(args.paths))
+    if args.command == "worker":
+        return asyncio.run(commands.worker())
+    if args.command == "ingress":
+        return asyncio.run(commands.ingress())
+    if args.command == "up":
+        return asyncio.run(
+            commands.up(args.temporal_port, args.ui_port, args.ingress_address, args.state_dir, args.demo)
+        )
+    if args.command == "incident" and args.incident_command == "list":
+        return asyncio.run(commands.incident_list(args.json, args.limit))
+    if args.command == "incident":
+        return asyncio.run(commands.incident_show(args.id, args.json))
+    if args.command in ("approve", "reject"):
+        return asyncio.run(commands.decide(args.id, args.command, args.step, args.by, args.reason))
+    raise CommandError(f"unknown command {args.command}", USAGE_ERROR)
+
+
+def entry() -> None:
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

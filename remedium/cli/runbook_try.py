@@ -1,0 +1,97 @@
+"""`remedium runbook test`: match, rendered plan and dry run for one alert, touching nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic import ValidationError
+
+from activities.registry import Clients, action_catalog
+from remedium.models import ActionRequest, Alert, DecideInput, Fact
+from remedium.runbook import engine
+from remedium.runbook.loader import RunbookError, load_runbooks
+from remedium.settings import Settings
+
+
+def _load_alert(path: Path) -> Alert:
+    from remedium.cli.main import CommandError
+
+    try:
+        data: Any = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise CommandError(f"cannot read alert {path}: {exc}") from None
+    if isinstance(data, dict) and "event" in data:  # a PagerDuty webhook body
+        from remedium.ingress.pagerduty import MalformedEvent, parse_event
+
+        try:
+            event = parse_event(path.read_bytes())
+        except MalformedEvent as exc:
+            raise CommandError(f"{path}: {exc}") from None
+        if event.alert is None:
+            raise CommandError(f"{path}: not an incident.triggered event")
+        return event.alert
+    try:
+        return Alert.model_validate(data)
+    except ValidationError as exc:
+        raise CommandError(f"{path}: not an alert: {exc.errors(include_url=False)[0]['msg']}") from None
+
+
+async def try_runbook(runbook_path: Path, alert_path: Path, facts_path: Path | None) -> int:
+    from remedium.cli.main import CommandError
+    from remedium.policy_loader import PolicyError, load_policy
+
+    try:
+        (runbook,) = load_runbooks([runbook_path])
+    except RunbookError as exc:
+        raise CommandError(f"invalid runbook:\n{exc}") from None
+    except ValueError:
+        raise CommandError(f"{runbook_path} must be one runbook file") from None
+    settings = Settings.load()
+    try:
+        policy = load_policy(settings.policy_file)
+    except PolicyError as exc:
+        raise CommandError(f"invalid policy:\n{exc}") from None
+    alert = _load_alert(alert_path)
+    facts: dict[str, Fact] = {}
+    if facts_path:
+        raw = json.loads(facts_path.read_text())
+        facts = {k: Fact.model_validate({"id": k, **v}) for k, v in raw.items()}
+
+    if not engine.matches(runbook, alert):
+        print(f"match: NO — runbook {runbook.name} does not match {alert.source} alert {alert.title!r}")
+        return 1
+    print(f"match: yes — runbook {runbook.name} matches {alert.source} alert {alert.title!r}")
+    for spec in runbook.diagnose:
+        state = "given" if spec.id in facts else "not run (pass --facts FILE to supply it)"
+        print(f"diagnose {spec.id} ({spec.kind}): {state}")
+    decision = engine.decide(DecideInput(alert=alert, policy=policy, candidates=[runbook], facts=facts))
+    print(f"decide: {decision.reason}")
+    if decision.runbook is None:
+        return 1
+    print("plan:")
+    catalog = action_catalog()
+    async with httpx.AsyncClient(timeout=10) as http:
+        clients = Clients(http=http)
+        for n, step in enumerate(decision.steps, 1):
+            approval = (
+                f"approval required (timeout {step.approval_timeout_s:.0f}s)"
+                if step.approval_required
+                else "no approval"
+            )
+            print(f"  {n}. {step.id}: {step.action}, risk {step.risk}, {approval}")
+            if step.skip_reason:
+                print(f"     skipped: {step.skip_reason}")
+                continue
+            print(f"     params: {json.dumps(step.params, sort_keys=True)}")
+            action = catalog[step.action].build(clients)
+            request = ActionRequest(
+                incident_id=alert.workflow_id, step_id=step.id, action=step.action, params=step.params
+            )
+            dry = await action.dry_run(request, action.params_model.model_validate(step.params))
+            print(f"     dry run on {dry.target}: {dry.summary}")
+            for line in dry.diff.splitlines():
+                print(f"       {line}")
+    return 0

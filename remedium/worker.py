@@ -1,0 +1,131 @@
+"""Build the worker from settings: load runbooks and policy, build clients, register activities.
+
+The worker refuses to start on a bad runbook or policy (naming the file and line), and
+on a namespace that lacks our search attributes (which would silently stall workflows).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from typing import Any
+
+import httpx
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError, RPCStatusCode
+from temporalio.worker import Worker
+
+from activities.registry import Clients, action_catalog, diagnostic_catalog
+from activities.runbooks import RunbookActivities
+from activities.runtime import action_activities, diagnostic_activity
+from remedium.models import Policy, Runbook
+from remedium.names import SEARCH_ATTRIBUTES
+from remedium.policy_loader import load_policy
+from remedium.runbook.loader import load_runbooks
+from remedium.settings import Settings
+from workflows.incident import IncidentWorkflow
+
+log = logging.getLogger("remedium.worker")
+
+
+class StartupError(Exception):
+    """The worker cannot start safely; the message says why and what to do."""
+
+
+async def connect(settings: Settings) -> Client:
+    try:
+        return await Client.connect(
+            settings.temporal_address, namespace=settings.namespace, data_converter=pydantic_data_converter
+        )
+    except Exception as exc:
+        raise StartupError(f"cannot reach Temporal at {settings.temporal_address}: {exc}") from None
+
+
+async def check_search_attributes(client: Client, namespace: str) -> None:
+    try:
+        response = await client.operator_service.list_search_attributes(
+            ListSearchAttributesRequest(namespace=namespace)
+        )
+    except RPCError as exc:
+        if exc.status != RPCStatusCode.UNIMPLEMENTED:  # the time-skipping test server has no such call
+            raise
+        log.warning("cannot list search attributes on this server; assuming they are registered")
+        return
+    known = dict(response.custom_attributes)
+    missing = [
+        key.name
+        for key in SEARCH_ATTRIBUTES
+        if known.get(key.name) != IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
+    ]
+    if missing:
+        commands = "; ".join(
+            f"temporal operator search-attribute create --namespace {namespace} --name {name} --type Keyword"
+            for name in missing
+        )
+        raise StartupError(
+            f"search attribute(s) {', '.join(missing)} are not registered as Keyword in namespace "
+            f"{namespace!r}, so every incident would stall; register them: {commands}"
+        )
+
+
+def load_configuration(settings: Settings) -> tuple[list[Runbook], Policy]:
+    """Everything or nothing: a bad file stops the worker before it takes any work."""
+    from remedium.policy_loader import PolicyError
+    from remedium.runbook.loader import RunbookError
+
+    try:
+        runbooks = load_runbooks([settings.runbooks_dir])
+    except RunbookError as exc:
+        raise StartupError(f"refusing to start: invalid runbooks:\n{exc}") from None
+    try:
+        policy = load_policy(settings.policy_file)
+    except PolicyError as exc:
+        raise StartupError(f"refusing to start: invalid policy:\n{exc}") from None
+    return runbooks, policy
+
+
+def build_activities(
+    runbooks: list[Runbook], policy: Policy, http: httpx.AsyncClient
+) -> list[Callable[..., Any]]:
+    clients = Clients(http=http)
+    activities: list[Callable[..., Any]] = []
+    for action_cls in action_catalog().values():
+        activities += action_activities(action_cls.build(clients))
+    for diagnostic_cls in diagnostic_catalog().values():
+        activities.append(diagnostic_activity(diagnostic_cls.build(clients)))
+    activities += RunbookActivities(runbooks, policy).activities()  # type: ignore[arg-type]
+    return activities
+
+
+@asynccontextmanager
+async def running_worker(settings: Settings, client: Client | None = None) -> AsyncIterator[Worker]:
+    runbooks, policy = load_configuration(settings)
+    client = client or await connect(settings)
+    await check_search_attributes(client, settings.namespace)
+    async with httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0)) as http:
+        worker = Worker(
+            client,
+            task_queue=settings.task_queue,
+            workflows=[IncidentWorkflow],
+            activities=build_activities(runbooks, policy, http),
+            graceful_shutdown_timeout=timedelta(seconds=10),
+        )
+        log.info(
+            "worker on task queue %r with %d runbook(s): %s",
+            settings.task_queue,
+            len(runbooks),
+            ", ".join(rb.name for rb in runbooks) or "none",
+        )
+        async with worker:
+            yield worker
+
+
+async def run_worker(settings: Settings, stop: asyncio.Event, client: Client | None = None) -> None:
+    async with running_worker(settings, client):
+        await stop.wait()

@@ -1,0 +1,43 @@
+"""The markdown the Temporal UI shows as the workflow's "current details"."""
+
+from __future__ import annotations
+
+import json
+
+from remedium.models import IncidentStatus
+
+
+def current_details(status: IncidentStatus) -> str:
+    alert = status.alert
+    lines = [
+        f"### {alert.title}",
+        f"**Stage:** `{status.stage}`"
+        + (f" · **Outcome:** `{status.outcome}`" if status.outcome else "")
+        + f" · **Service:** {alert.service or '-'} · **Severity:** {alert.severity or '-'}"
+        + f" · **Runbook:** {status.runbook or '-'}",
+    ]
+    pending = status.pending_approval
+    if pending is not None:
+        body = json.dumps({"step": pending.step, "by": "<your name>", "reason": "<why>"})
+        lines += [
+            "",
+            f"#### Waiting for approval of step `{pending.step}` ({pending.action}, risk {pending.risk})",
+            f"Deadline: {pending.deadline.isoformat()} (then escalates). "
+            f"Approvers: {', '.join(pending.approvers)}",
+            "",
+            f"Dry run on `{pending.dry_run.target}`: {pending.dry_run.summary}",
+            "```diff",
+            pending.dry_run.diff or "(no diff)",
+            "```",
+            "To approve: More Actions → Send a Signal → `approve` (or `reject`) with data:",
+            f"`{body}`",
+            f"or `remedium approve {status.workflow_id} --step {pending.step} --as <you>`.",
+        ]
+    if status.actions:
+        lines += ["", "#### Actions taken"]
+        lines += [f"- `{a.step_id}` {a.action}: {a.summary}" for a in status.actions]
+    if status.escalation is not None:
+        lines += ["", f"#### Escalated\n{status.escalation.message}"]
+    elif status.report is not None:
+        lines += ["", f"#### Report\n{status.report.summary}"]
+    return "\n".join(lines)
