@@ -17,13 +17,13 @@ import httpx
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
 from activities.registry import Clients, action_catalog, diagnostic_catalog
 from activities.runbooks import RunbookActivities
 from activities.runtime import action_activities, diagnostic_activity
+from remedium.connection import TemporalUnreachable, connect
 from remedium.models import Policy, Runbook
 from remedium.names import SEARCH_ATTRIBUTES
 from remedium.policy_loader import load_policy
@@ -36,15 +36,6 @@ log = logging.getLogger("remedium.worker")
 
 class StartupError(Exception):
     """The worker cannot start safely; the message says why and what to do."""
-
-
-async def connect(settings: Settings) -> Client:
-    try:
-        return await Client.connect(
-            settings.temporal_address, namespace=settings.namespace, data_converter=pydantic_data_converter
-        )
-    except Exception as exc:
-        raise StartupError(f"cannot reach Temporal at {settings.temporal_address}: {exc}") from None
 
 
 async def check_search_attributes(client: Client, namespace: str) -> None:
@@ -106,7 +97,10 @@ def build_activities(
 @asynccontextmanager
 async def running_worker(settings: Settings, client: Client | None = None) -> AsyncIterator[Worker]:
     runbooks, policy = load_configuration(settings)
-    client = client or await connect(settings)
+    try:
+        client = client or await connect(settings)
+    except TemporalUnreachable as exc:
+        raise StartupError(str(exc)) from None
     await check_search_attributes(client, settings.namespace)
     async with httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0)) as http:
         worker = Worker(

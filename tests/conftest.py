@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -18,7 +19,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _binary(name: str) -> str:
-    path = shutil.which(name)
+    beside = Path(sys.executable).with_name(name)  # installed into the venv by temporal-*-bin
+    path = str(beside) if beside.is_file() else shutil.which(name)
     if path is None:
         raise RuntimeError(f"{name} is not on PATH: install the test extras (pip install -e '.[test]')")
     return path

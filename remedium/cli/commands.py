@@ -30,11 +30,11 @@ def _stop_on_signals() -> asyncio.Event:
 
 
 async def _client(settings: Settings) -> Client:
-    from remedium.worker import StartupError, connect
+    from remedium.connection import TemporalUnreachable, connect
 
     try:
         return await connect(settings)
-    except StartupError as exc:
+    except TemporalUnreachable as exc:
         raise CommandError(str(exc)) from None
 
 
