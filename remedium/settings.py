@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -32,12 +33,12 @@ class Settings(BaseSettings):
     max_webhook_bytes: int = 1024 * 1024
 
     @classmethod
-    def load(cls, **overrides: object) -> Settings:
+    def load(cls, **overrides: Any) -> Settings:
         """Read the environment, plus the file named by REMEDIUM_CONFIG if set."""
         config_file = os.environ.get("REMEDIUM_CONFIG")
         if config_file:
-            return cls(_env_file=config_file, **overrides)  # type: ignore[call-arg]
-        return cls(**overrides)  # type: ignore[arg-type]
+            return cls(_env_file=config_file, **overrides)
+        return cls(**overrides)
 
     def pagerduty_secrets(self) -> list[bytes]:
         if self.pagerduty_webhook_secret is None:

@@ -231,7 +231,7 @@ class IncidentWorkflow:
             facts=self._facts,
         )
         try:
-            return await workflow.execute_activity(
+            fact: Fact = await workflow.execute_activity(
                 f"diagnose.{spec.kind}",
                 request,
                 result_type=Fact,
@@ -244,6 +244,7 @@ class IncidentWorkflow:
             )
         except ActivityError as err:
             return Fact(id=spec.id, kind=spec.kind, ok=False, error=_failure_message(err))
+        return fact
 
     # ----------------------------------------------------------------- act
 
@@ -351,7 +352,7 @@ class IncidentWorkflow:
         while True:
             round_ += 1
             await self._diagnose(verify.checks)
-            verdict = await workflow.execute_activity(
+            verdict: VerifyVerdict = await workflow.execute_activity(
                 "runbook.verify",
                 VerifyRequest(alert=alert, verify=verify, facts=self._facts, round=round_),
                 result_type=VerifyVerdict,

@@ -32,7 +32,8 @@ def _load_alert(path: Path) -> Alert:
             raise CommandError(f"{path}: {exc}") from None
         if event.alert is None:
             raise CommandError(f"{path}: not an incident.triggered event")
-        return event.alert
+        alert: Alert = event.alert
+        return alert
     try:
         return Alert.model_validate(data)
     except ValidationError as exc:

@@ -10,6 +10,8 @@ from pydantic import Field
 from remedium.models.common import Duration, UserModel
 from remedium.models.runbook import Risk
 
+ALL_RISKS: tuple[Risk, ...] = ("low", "medium", "high")
+
 
 class ApprovalPolicy(UserModel):
     approvers: list[str] = Field(
@@ -17,7 +19,7 @@ class ApprovalPolicy(UserModel):
         description="user names allowed to approve or reject; '*' allows anyone who names themselves",
     )
     required_for: list[Risk] = Field(
-        default_factory=lambda: ["low", "medium", "high"],
+        default_factory=lambda: list(ALL_RISKS),
         description="risk levels whose steps wait for a human",
     )
     timeout: Duration = Field(default=timedelta(minutes=30), description="default approval timeout")
