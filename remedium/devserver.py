@@ -79,7 +79,7 @@ class DevServer:
 
     async def start(self, ready_timeout: float = 60.0) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.state_dir / "temporal.log", "ab")  # noqa: SIM115 - owned by the child
+        log = open(self.state_dir / "temporal.log", "ab")
         self.process = subprocess.Popen(
             dev_server_command(self.state_dir, self.port, self.ui_port, self.ip),
             stdout=log,

@@ -21,7 +21,9 @@ def history_files(paths: list[Path]) -> list[Path]:
     return files
 
 
-async def replay_paths(paths: list[Path], workflows: list[type] | None = None) -> list[tuple[Path, str | None]]:
+async def replay_paths(
+    paths: list[Path], workflows: list[type] | None = None
+) -> list[tuple[Path, str | None]]:
     """(file, None) when a history replays cleanly, (file, reason) when it does not."""
     replayer = Replayer(workflows=workflows or [IncidentWorkflow], data_converter=pydantic_data_converter)
     results: list[tuple[Path, str | None]] = []

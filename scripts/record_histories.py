@@ -68,7 +68,13 @@ async def main() -> None:
         rejected.stop()
         bad = TargetService(health_after_restart=503).start()
         await scenario(
-            env, "verify-failed-rolled-back", bad, approval_required=False, required_for=[], every="1s", within="2s"
+            env,
+            "verify-failed-rolled-back",
+            bad,
+            approval_required=False,
+            required_for=[],
+            every="1s",
+            within="2s",
         )
         bad.stop()
         timeout = TargetService().start()

@@ -69,7 +69,9 @@ class TargetService:
                 self.wfile.write(data)
 
             def do_GET(self) -> None:
-                self._reply(service.health_status, {"status": "up" if service.health_status == 200 else "down"})
+                self._reply(
+                    service.health_status, {"status": "up" if service.health_status == 200 else "down"}
+                )
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
@@ -129,14 +131,21 @@ def restart_runbook(
                 "with": {
                     "url": "{{ alert.annotations.base_url }}/admin/restart",
                     "json": {"pool": "web"},
-                    "undo": {"url": "{{ alert.annotations.base_url }}/admin/restore", "json": {"pool": "web"}},
+                    "undo": {
+                        "url": "{{ alert.annotations.base_url }}/admin/restore",
+                        "json": {"pool": "web"},
+                    },
                 },
                 "approval": {"required": approval_required, "timeout": approval_timeout},
             }
         ],
         "verify": {
             "checks": [
-                {"id": "health_after", "kind": "http", "with": {"url": "{{ alert.annotations.base_url }}/health"}}
+                {
+                    "id": "health_after",
+                    "kind": "http",
+                    "with": {"url": "{{ alert.annotations.base_url }}/health"},
+                }
             ],
             "success": ["facts.health_after.ok and facts.health_after.value.status == 200"],
             "worse_if": worse_if or [],
@@ -152,7 +161,10 @@ def restart_runbook(
 
 
 def write_config(
-    tmp: Path, runbooks: list[dict[str, Any]], approvers: list[str] | None = None, required_for: list[str] | None = None
+    tmp: Path,
+    runbooks: list[dict[str, Any]],
+    approvers: list[str] | None = None,
+    required_for: list[str] | None = None,
 ) -> tuple[Path, Path]:
     rb_dir = tmp / "runbooks"
     rb_dir.mkdir(exist_ok=True)
@@ -175,7 +187,9 @@ def write_config(
     return rb_dir, policy
 
 
-def alert_for(service: TargetService, incident_id: str | None = None, title: str = "web health check failing") -> Alert:
+def alert_for(
+    service: TargetService, incident_id: str | None = None, title: str = "web health check failing"
+) -> Alert:
     return Alert(
         source="manual",
         id=incident_id or f"test-{uuid.uuid4().hex[:10]}",
@@ -206,7 +220,9 @@ async def start(client: Client, settings: Settings, alert: Alert) -> WorkflowHan
     )
 
 
-async def wait_for_stage(handle: WorkflowHandle[Any, Any], stage: str, timeout: float = 20.0) -> IncidentStatus:
+async def wait_for_stage(
+    handle: WorkflowHandle[Any, Any], stage: str, timeout: float = 20.0
+) -> IncidentStatus:
     import asyncio
 
     deadline = time.monotonic() + timeout

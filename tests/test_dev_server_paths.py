@@ -115,7 +115,9 @@ async def test_remedium_cli_approve_show_and_list(
         assert rows[handle.id]["runbook"] == "web-restart"
         assert rows[handle.id]["service"] == "web-frontend"
 
-        missing = await _run(str(BIN / "remedium"), "approve", "incident-manual-nope", "--as", "alice", env=env)
+        missing = await _run(
+            str(BIN / "remedium"), "approve", "incident-manual-nope", "--as", "alice", env=env
+        )
         assert missing.returncode == 1
         assert missing.stderr.startswith("remedium: ")
 
@@ -126,12 +128,14 @@ async def test_usage_error_exits_2() -> None:
     assert "--as" in bad.stderr
 
 
-async def test_worker_killed_mid_action_resumes_exactly_once(dev_env: WorkflowEnvironment, tmp_path: Path) -> None:
+async def test_worker_killed_mid_action_resumes_exactly_once(
+    dev_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
     target = TargetService(hold_first_restart_s=30).start()
     rb_dir, policy = write_config(tmp_path, [restart_runbook(approval_required=False)], required_for=[])
     settings = settings_for(tmp_path, rb_dir, policy)
     env = _env(dev_env, settings)
-    log1 = open(tmp_path / "worker1.log", "w")  # noqa: SIM115
+    log1 = open(tmp_path / "worker1.log", "w")
     first = subprocess.Popen([str(BIN / "remedium"), "worker"], env=env, stdout=log1, stderr=log1)
     second: subprocess.Popen[bytes] | None = None
     try:

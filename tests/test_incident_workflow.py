@@ -8,18 +8,18 @@ from typing import Any
 
 import pytest
 from temporalio.api.sdk.v1 import WorkflowMetadata
-from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
-from remedium.models import AuditEntry, DecideRequest, ExternalUpdate, IncidentResult, IncidentStatus
+from remedium.models import AuditEntry, DecideRequest, ExternalUpdate, IncidentStatus
 from remedium.names import SA_RUNBOOK, SA_STAGE
 from tests.support import (
     TargetService,
     alert_for,
     restart_runbook,
-    start,
     settings_for,
+    start,
     wait_for_stage,
     worker_for,
     write_config,
@@ -33,7 +33,7 @@ def target() -> Iterator[TargetService]:
     service.stop()
 
 
-async def _audit(handle: Any) -> list[AuditEntry]:
+async def _audit(handle: WorkflowHandle[Any, Any]) -> list[AuditEntry]:
     return await handle.query("audit", result_type=list[AuditEntry])
 
 
@@ -98,7 +98,9 @@ async def test_update_validator_refuses_disallowed_and_wrong_step(
         handle = await start(ts_env.client, settings, alert_for(target))
         await wait_for_stage(handle, "awaiting_approval")
         with pytest.raises(WorkflowUpdateFailedError) as refused:
-            await handle.execute_update("decide", DecideRequest(decision="approve", by="mallory"), result_type=str)
+            await handle.execute_update(
+                "decide", DecideRequest(decision="approve", by="mallory"), result_type=str
+            )
         assert isinstance(refused.value.cause, ApplicationError)
         assert refused.value.cause.message == "'mallory' may not approve: the policy allows alice"
         with pytest.raises(WorkflowUpdateFailedError) as wrong_step:
@@ -106,7 +108,9 @@ async def test_update_validator_refuses_disallowed_and_wrong_step(
                 "decide", DecideRequest(decision="approve", by="alice", step="scale-up"), result_type=str
             )
         assert isinstance(wrong_step.value.cause, ApplicationError)
-        assert "'scale-up' is not the pending step (pending: 'restart-pool')" in wrong_step.value.cause.message
+        assert (
+            "'scale-up' is not the pending step (pending: 'restart-pool')" in wrong_step.value.cause.message
+        )
         still = await handle.query("status", result_type=IncidentStatus)
         assert still.stage == "awaiting_approval" and still.approvals == []
         message = await handle.execute_update(
@@ -140,7 +144,10 @@ async def test_disallowed_or_misdirected_signals_are_ignored_and_audited(
     messages = [a.message for a in ignored]
     assert len(messages) == 5, messages
     assert "no approval is pending" in messages[0]
-    assert any("'mallory' may not approve" in m and a.actor == "mallory" for m, a in zip(messages, ignored, strict=True))
+    assert any(
+        "'mallory' may not approve" in m and a.actor == "mallory"
+        for m, a in zip(messages, ignored, strict=True)
+    )
     assert any("'other-step' is not the pending step" in m for m in messages)
     assert any("with no data ignored" in m for m in messages)
     assert any("its data is not an approval" in m for m in messages)
@@ -176,7 +183,8 @@ async def test_worse_rolls_back_at_once(ts_env: WorkflowEnvironment, tmp_path: P
     target = TargetService(health_after_restart=503).start()
     try:
         runbook = restart_runbook(
-            approval_required=False, worse_if=["facts.health_after.ok and facts.health_after.value.status == 503"]
+            approval_required=False,
+            worse_if=["facts.health_after.ok and facts.health_after.value.status == 503"],
         )
         rb_dir, policy = write_config(tmp_path, [runbook], required_for=[])
         settings = settings_for(tmp_path, rb_dir, policy)

@@ -22,14 +22,16 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from remedium.models import IncidentStatus
 from remedium.names import SA_SERVICE, SA_SEVERITY, SA_STAGE
 from tests.support import TargetService
 
-VECTOR = Path(__file__).resolve().parents[2] / "shared" / "vectors" / "pagerduty_webhook_incident_triggered.json"
+VECTOR = (
+    Path(__file__).resolve().parents[2] / "shared" / "vectors" / "pagerduty_webhook_incident_triggered.json"
+)
 WORKFLOW_ID = "incident-pagerduty-PGR0VU2"
 
 
@@ -96,10 +98,17 @@ class Up:
     async def start(self) -> None:
         self.proc = subprocess.Popen(
             [
-                str(Path(sys.executable).with_name("remedium")), "up",
-                "--temporal-port", str(self.temporal_port), "--ui-port", str(self.ui_port),
-                "--ingress-address", self.ingress, "--state-dir", str(self.tmp / "state"),
-            ],  # fmt: skip
+                str(Path(sys.executable).with_name("remedium")),
+                "up",
+                "--temporal-port",
+                str(self.temporal_port),
+                "--ui-port",
+                str(self.ui_port),
+                "--ingress-address",
+                self.ingress,
+                "--state-dir",
+                str(self.tmp / "state"),
+            ],
             env=self.env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -175,8 +184,12 @@ async def test_up_serves_ui_webhook_incident_and_ui_approval(tmp_path: Path) -> 
         async with httpx.AsyncClient(base_url=f"http://{up.ingress}", timeout=20) as http:
             assert (await http.get("/healthz")).status_code == 200
             headers = {k: v for k, v in vector["http"]["headers"].items()}
-            first = await http.post("/webhooks/pagerduty", content=vector["raw_body"].encode(), headers=headers)
-            again = await http.post("/webhooks/pagerduty", content=vector["raw_body"].encode(), headers=headers)
+            first = await http.post(
+                "/webhooks/pagerduty", content=vector["raw_body"].encode(), headers=headers
+            )
+            again = await http.post(
+                "/webhooks/pagerduty", content=vector["raw_body"].encode(), headers=headers
+            )
         assert first.status_code == 202 and first.json() == {"workflow_id": WORKFLOW_ID, "started": True}
         assert again.status_code == 202 and again.json()["started"] is False
 
@@ -192,7 +205,9 @@ async def test_up_serves_ui_webhook_incident_and_ui_approval(tmp_path: Path) -> 
         assert WORKFLOW_ID in listed
         assert target.applied == []
 
-        response = await _ui_signal(f"http://127.0.0.1:{up.ui_port}", WORKFLOW_ID, "approve", {"by": "ui-operator"})
+        response = await _ui_signal(
+            f"http://127.0.0.1:{up.ui_port}", WORKFLOW_ID, "approve", {"by": "ui-operator"}
+        )
         assert response.status_code == 200, response.text
         result = await asyncio.wait_for(handle.result(), 60)
         assert result.outcome == "resolved", result.reason
@@ -210,20 +225,22 @@ async def test_up_serves_ui_webhook_incident_and_ui_approval(tmp_path: Path) -> 
     again_up = Up(tmp_path, env)
     await again_up.start()
     try:
-        client = await Client.connect(f"127.0.0.1:{again_up.temporal_port}", data_converter=pydantic_data_converter)
+        client = await Client.connect(
+            f"127.0.0.1:{again_up.temporal_port}", data_converter=pydantic_data_converter
+        )
         desc = await client.get_workflow_handle(WORKFLOW_ID).describe()
         assert desc.typed_search_attributes.get(SA_STAGE) == "resolved"
     finally:
         assert await again_up.stop() == 0
 
 
-async def _wait_stage(handle: Any, stage: str) -> IncidentStatus:
+async def _wait_stage(handle: WorkflowHandle[Any, Any], stage: str) -> IncidentStatus:
     deadline = time.monotonic() + 60
     last = None
     while time.monotonic() < deadline:
         try:
             last = await handle.query("status", result_type=IncidentStatus)
-            if last.stage == stage:
+            if last is not None and last.stage == stage:
                 return last
         except Exception:
             pass

@@ -23,10 +23,14 @@ def _run(args: list[str], env: dict[str, str], cwd: Path | None = None) -> subpr
     )
 
 
-async def test_worker_refuses_bad_runbook_and_names_the_file(dev_env: WorkflowEnvironment, tmp_path: Path) -> None:
+async def test_worker_refuses_bad_runbook_and_names_the_file(
+    dev_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
     rb_dir, policy = write_config(tmp_path, [restart_runbook()])
     bad = rb_dir / "broken.yaml"
-    bad.write_text((rb_dir / "web-restart.yaml").read_text().replace("name: web-restart", "name: other\n  colour: red"))
+    bad.write_text(
+        (rb_dir / "web-restart.yaml").read_text().replace("name: web-restart", "name: other\n  colour: red")
+    )
     done = await asyncio.to_thread(
         _run,
         [REMEDIUM, "worker"],
@@ -102,7 +106,16 @@ def test_runbook_test_shows_match_plan_and_dry_run(tmp_path: Path) -> None:
         facts = tmp_path / "facts.json"
         facts.write_text('{"health": {"kind": "http", "ok": true, "value": {"status": 503}}}')
         done = _run(
-            [REMEDIUM, "runbook", "test", str(rb_dir / "web-restart.yaml"), "--alert", str(alert), "--facts", str(facts)],
+            [
+                REMEDIUM,
+                "runbook",
+                "test",
+                str(rb_dir / "web-restart.yaml"),
+                "--alert",
+                str(alert),
+                "--facts",
+                str(facts),
+            ],
             {"REMEDIUM_POLICY_FILE": str(policy)},
         )
         without_facts = _run(

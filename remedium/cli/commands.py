@@ -62,7 +62,9 @@ async def ingress() -> int:
     return 0
 
 
-async def up(temporal_port: int, ui_port: int, ingress_address: str | None, state_dir: str, demo: bool) -> int:
+async def up(
+    temporal_port: int, ui_port: int, ingress_address: str | None, state_dir: str, demo: bool
+) -> int:
     from remedium.devserver import DevServer, DevServerError
     from remedium.ingress.serve import connect_client, serve_ingress
     from remedium.worker import StartupError, running_worker
@@ -96,7 +98,7 @@ async def up(temporal_port: int, ui_port: int, ingress_address: str | None, stat
             print(f"State:            {server.state_dir / 'temporal.db'}", flush=True)
             print("Press Ctrl-C to stop.", flush=True)
             stop_task = asyncio.create_task(stop.wait())
-            done, _ = await asyncio.wait({ingress_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({ingress_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
             stop.set()
             await ingress_task
             stop_task.cancel()
@@ -111,7 +113,9 @@ async def up(temporal_port: int, ui_port: int, ingress_address: str | None, stat
 def runbook_test(runbook_path: str, alert_path: str, facts_path: str | None) -> int:
     from remedium.cli.runbook_try import try_runbook
 
-    return asyncio.run(try_runbook(Path(runbook_path), Path(alert_path), Path(facts_path) if facts_path else None))
+    return asyncio.run(
+        try_runbook(Path(runbook_path), Path(alert_path), Path(facts_path) if facts_path else None)
+    )
 
 
 async def replay(paths: list[str]) -> int:
@@ -210,7 +214,8 @@ async def incident_show(workflow_id: str, as_json: bool) -> int:
     print("  audit:")
     for entry in audit:
         who = f" [{entry.actor}]" if entry.actor != "remedium" else ""
-        print(f"    {entry.at.isoformat(timespec='seconds')} {entry.stage:<17} {entry.kind:<18}{who} {entry.message}")
+        when = entry.at.isoformat(timespec="seconds")
+        print(f"    {when} {entry.stage:<17} {entry.kind:<18}{who} {entry.message}")
     return 0
 
 
@@ -218,7 +223,9 @@ async def decide(workflow_id: str, verb: str, step: str | None, by: str, reason:
     settings = Settings.load()
     client = await _client(settings)
     handle = client.get_workflow_handle(workflow_id)
-    request = DecideRequest(decision="approve" if verb == "approve" else "reject", by=by, step=step, reason=reason)
+    request = DecideRequest(
+        decision="approve" if verb == "approve" else "reject", by=by, step=step, reason=reason
+    )
     try:
         message = await handle.execute_update("decide", request, result_type=str)
     except WorkflowUpdateFailedError as exc:
