@@ -34,7 +34,8 @@ def target() -> Iterator[TargetService]:
 
 
 async def _audit(handle: WorkflowHandle[Any, Any]) -> list[AuditEntry]:
-    return await handle.query("audit", result_type=list[AuditEntry])
+    entries: list[AuditEntry] = await handle.query("audit", result_type=list[AuditEntry])
+    return entries
 
 
 def _kinds(audit: list[AuditEntry]) -> list[str]:

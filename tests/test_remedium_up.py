@@ -236,7 +236,7 @@ async def test_up_serves_ui_webhook_incident_and_ui_approval(tmp_path: Path) -> 
 
 async def _wait_stage(handle: WorkflowHandle[Any, Any], stage: str) -> IncidentStatus:
     deadline = time.monotonic() + 60
-    last = None
+    last: IncidentStatus | None = None
     while time.monotonic() < deadline:
         try:
             last = await handle.query("status", result_type=IncidentStatus)
