@@ -104,6 +104,30 @@ class TargetService:
         return [d for d in self.applied if d.path.endswith(suffix)]
 
 
+def api_runbook(target: TargetService) -> dict[str, Any]:
+    """A PagerDuty-matched runbook for the vector's "API Service": one high-risk call, then a health check."""
+    return {
+        "apiVersion": "remedium/v1",
+        "kind": "Runbook",
+        "metadata": {"name": "api-bump"},
+        "match": {"source": ["pagerduty"], "service": ["API Service"]},
+        "plan": [
+            {
+                "id": "flush-cache",
+                "action": "http.request",
+                "risk": "high",
+                "with": {"url": f"{target.url}/admin/restart", "json": {"cache": "api"}},
+            }
+        ],
+        "verify": {
+            "checks": [{"id": "health", "kind": "http", "with": {"url": f"{target.url}/health"}}],
+            "success": ["facts.health.value.status == 200"],
+            "every": "1s",
+            "within": "20s",
+        },
+    }
+
+
 def restart_runbook(
     *,
     name: str = "web-restart",

@@ -25,9 +25,9 @@ import yaml
 from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from remedium.models import IncidentStatus
+from remedium.models import IncidentResult, IncidentStatus
 from remedium.names import SA_SERVICE, SA_SEVERITY, SA_STAGE
-from tests.support import TargetService
+from tests.support import TargetService, api_runbook
 
 VECTOR = (
     Path(__file__).resolve().parents[2] / "shared" / "vectors" / "pagerduty_webhook_incident_triggered.json"
@@ -39,29 +39,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _runbook(target: TargetService) -> dict[str, Any]:
-    return {
-        "apiVersion": "remedium/v1",
-        "kind": "Runbook",
-        "metadata": {"name": "api-bump"},
-        "match": {"source": ["pagerduty"], "service": ["API Service"]},
-        "plan": [
-            {
-                "id": "flush-cache",
-                "action": "http.request",
-                "risk": "high",
-                "with": {"url": f"{target.url}/admin/restart", "json": {"cache": "api"}},
-            }
-        ],
-        "verify": {
-            "checks": [{"id": "health", "kind": "http", "with": {"url": f"{target.url}/health"}}],
-            "success": ["facts.health.value.status == 200"],
-            "every": "1s",
-            "within": "20s",
-        },
-    }
 
 
 def _children(pid: int) -> set[int]:
@@ -125,9 +102,9 @@ class Up:
                 return
         raise AssertionError("remedium up did not start:\n" + "".join(self.output))
 
-    async def stop(self) -> int:
+    async def stop(self, sig: signal.Signals = signal.SIGINT) -> int:
         assert self.proc is not None and self.proc.stdout is not None
-        self.proc.send_signal(signal.SIGINT)
+        self.proc.send_signal(sig)
         rest = await asyncio.to_thread(self.proc.communicate, timeout=60)
         self.output.append(rest[0] or "")
         return self.proc.returncode
@@ -161,7 +138,7 @@ async def test_up_serves_ui_webhook_incident_and_ui_approval(tmp_path: Path) -> 
     target = TargetService().start()
     rb_dir = tmp_path / "runbooks"
     rb_dir.mkdir()
-    (rb_dir / "api-bump.yaml").write_text(yaml.safe_dump(_runbook(target)))
+    (rb_dir / "api-bump.yaml").write_text(yaml.safe_dump(api_runbook(target)))
     policy = tmp_path / "policy.yaml"
     policy.write_text(yaml.safe_dump({"approval": {"approvers": ["ui-operator", "alice"], "timeout": "1h"}}))
     env = {
@@ -194,7 +171,7 @@ async def test_up_serves_ui_webhook_incident_and_ui_approval(tmp_path: Path) -> 
         assert again.status_code == 202 and again.json()["started"] is False
 
         client = await Client.connect(f"127.0.0.1:{up.temporal_port}", data_converter=pydantic_data_converter)
-        handle = client.get_workflow_handle(WORKFLOW_ID)
+        handle = client.get_workflow_handle(WORKFLOW_ID, result_type=IncidentResult)
         status = await _wait_stage(handle, "awaiting_approval")
         assert status.pending_approval is not None and status.pending_approval.step == "flush-cache"
         desc = await handle.describe()
@@ -224,6 +201,8 @@ async def test_up_serves_ui_webhook_incident_and_ui_approval(tmp_path: Path) -> 
     # the state survives: a second `remedium up` on the same state dir still knows the incident
     again_up = Up(tmp_path, env)
     await again_up.start()
+    assert again_up.proc is not None
+    again_children = _children(again_up.proc.pid)
     try:
         client = await Client.connect(
             f"127.0.0.1:{again_up.temporal_port}", data_converter=pydantic_data_converter
@@ -231,7 +210,8 @@ async def test_up_serves_ui_webhook_incident_and_ui_approval(tmp_path: Path) -> 
         desc = await client.get_workflow_handle(WORKFLOW_ID).describe()
         assert desc.typed_search_attributes.get(SA_STAGE) == "resolved"
     finally:
-        assert await again_up.stop() == 0
+        assert await again_up.stop(signal.SIGTERM) == 0  # SIGTERM (docker stop, systemd) like Ctrl-C
+    assert again_children and not [pid for pid in again_children if _alive(pid)]
 
 
 async def _wait_stage(handle: WorkflowHandle[Any, Any], stage: str) -> IncidentStatus:

@@ -1,0 +1,1 @@
+"""HTTP ingress: webhooks in, incident workflows started or signalled."""

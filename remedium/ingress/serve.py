@@ -1,0 +1,57 @@
+"""Running the ingress under uvicorn inside our own event loop, stopped by our own signal handling."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Generator
+
+import uvicorn
+from temporalio.client import Client
+
+from remedium.connection import connect
+from remedium.ingress.app import ClientProvider, create_app
+from remedium.settings import Settings
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        # The caller owns SIGINT/SIGTERM (it also stops the worker and the dev server).
+        yield
+
+
+def connect_client(settings: Settings) -> ClientProvider:
+    """A provider that connects on first use and keeps the client, so the ingress starts without Temporal."""
+    lock = asyncio.Lock()
+    cached: list[Client] = []
+
+    async def provide() -> Client:
+        async with lock:
+            if not cached:
+                cached.append(await connect(settings))
+            return cached[0]
+
+    return provide
+
+
+def split_address(address: str) -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"ingress address must be HOST:PORT, got {address!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+async def serve_ingress(settings: Settings, client: ClientProvider, stop: asyncio.Event) -> None:
+    """Serve until `stop` is set; raises ValueError on bad configuration or a port in use."""
+    app = create_app(settings, client)
+    host, port = split_address(settings.ingress_address)
+    server = _Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
+    serving = asyncio.create_task(server.serve())
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    server.should_exit = True
+    await serving
+    stopping.cancel()
+    if not server.started:
+        raise ValueError(f"ingress could not listen on {settings.ingress_address} (address in use?)")
