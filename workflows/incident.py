@@ -265,7 +265,8 @@ class IncidentWorkflow:
                 raise _Abort(f"dry run of step {step.id} failed: {_failure_message(err)}") from None
             self._record(
                 "dry_run",
-                f"dry run of {step.id} on {dry.target}: {dry.summary}",
+                f"dry run of {step.id}: {dry.summary}"
+                + ("" if dry.target in dry.summary else f" (target {dry.target})"),
                 step=step.id,
                 data=dry.model_dump(mode="json"),
             )
