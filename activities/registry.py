@@ -24,9 +24,23 @@ P = TypeVar("P", bound=BaseModel)
 
 @dataclass(frozen=True)
 class Clients:
-    """Live clients the worker built from settings; actions take what they need."""
+    """Live clients the worker built from settings; actions take what they need.
+
+    A client is None when its system is not configured; an action or diagnostic that needs
+    it fails with a non-retryable error naming the missing setting.
+    """
 
     http: httpx.AsyncClient
+    prometheus: httpx.AsyncClient | None = None  # base_url = REMEDIUM_PROMETHEUS_URL, auth applied
+    loki: httpx.AsyncClient | None = None  # base_url = REMEDIUM_LOKI_URL, auth/org header applied
+    kubernetes: Any = None  # kubernetes.client.ApiClient (blocking: call it via asyncio.to_thread)
+    slack: Any = None  # slack_sdk.web.async_client.AsyncWebClient
+    slack_channel: str | None = None
+    jira: Any = None  # a zero-argument callable returning a connected jira.JIRA (connects lazily)
+    jira_project: str | None = None
+    pagerduty: httpx.AsyncClient | None = None  # base_url = REMEDIUM_PAGERDUTY_API_URL, token applied
+    pagerduty_from: str | None = None
+    temporal_ui_url: str = "http://localhost:8233"
 
 
 class Action(ABC, Generic[P]):
@@ -85,8 +99,14 @@ def register_diagnostic(cls: D) -> D:
 
 
 def load_catalog() -> None:
-    """Import every module that registers actions or diagnostics."""
-    import activities.http  # noqa: F401
+    """Import every module of the `activities` package, so each registers its actions and diagnostics."""
+    import importlib
+    import pkgutil
+
+    import activities
+
+    for module in pkgutil.iter_modules(activities.__path__):
+        importlib.import_module(f"activities.{module.name}")
 
 
 def action_catalog() -> dict[str, type[Action[Any]]]:

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from remedium.names import DEFAULT_NAMESPACE, DEFAULT_TASK_QUEUE
@@ -31,6 +31,36 @@ class Settings(BaseSettings):
     slack_signing_secret: SecretStr | None = None
     insecure_webhooks: bool = False
     max_webhook_bytes: int = 1024 * 1024
+    temporal_ui_url: str = Field(default="http://localhost:8233", description="for links in reports")
+
+    # Kubernetes: a kubeconfig file (KUBECONFIG as kubectl reads it), else in-cluster config.
+    kubeconfig: Path | None = Field(
+        default=None, validation_alias=AliasChoices("REMEDIUM_KUBECONFIG", "KUBECONFIG")
+    )
+    kube_context: str | None = None
+
+    # Telemetry: bearer token or basic auth, whichever is set.
+    prometheus_url: str | None = None
+    prometheus_token: SecretStr | None = None
+    prometheus_username: str | None = None
+    prometheus_password: SecretStr | None = None
+    loki_url: str | None = None
+    loki_token: SecretStr | None = None
+    loki_username: str | None = None
+    loki_password: SecretStr | None = None
+    loki_org_id: str | None = Field(default=None, description="X-Scope-OrgID for multi-tenant Loki")
+
+    # Reporting.
+    slack_token: SecretStr | None = None
+    slack_channel: str | None = None
+    slack_api_url: str = "https://slack.com/api/"
+    jira_url: str | None = None
+    jira_user: str | None = None
+    jira_token: SecretStr | None = None
+    jira_project: str | None = None
+    pagerduty_token: SecretStr | None = None
+    pagerduty_from: str | None = None
+    pagerduty_api_url: str = "https://api.pagerduty.com"
 
     @classmethod
     def load(cls, **overrides: Any) -> Settings:

@@ -17,6 +17,23 @@ from remedium.names import SEARCH_ATTRIBUTES
 
 REPO = Path(__file__).resolve().parent.parent
 
+pytest_plugins = [
+    "tests.plugins.telemetry",
+    "tests.plugins.kubernetes",
+    "tests.plugins.messaging",
+    "tests.plugins.alertmanager",
+    "tests.plugins.browser",
+]
+
+
+def require_real(what: str, reason: str) -> None:
+    """Skip with a reason, unless REMEDIUM_REQUIRE_REAL=1 (CI), where a missing real part fails."""
+    import os
+
+    if os.environ.get("REMEDIUM_REQUIRE_REAL") == "1":
+        pytest.fail(f"{what} is required (REMEDIUM_REQUIRE_REAL=1) but {reason}")
+    pytest.skip(f"{what} unavailable: {reason}")
+
 
 def _binary(name: str) -> str:
     beside = Path(sys.executable).with_name(name)  # installed into the venv by temporal-*-bin

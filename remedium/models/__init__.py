@@ -30,6 +30,7 @@ from remedium.models.incident import (
     VerifyVerdict,
 )
 from remedium.models.policy import ApprovalPolicy, Policy
+from remedium.models.reporting import ReportEvent, ReportKind, ReportResult
 from remedium.models.runbook import Runbook
 
 __all__ = [
@@ -57,7 +58,10 @@ __all__ = [
     "PrepareResult",
     "RenderedStep",
     "Report",
+    "ReportEvent",
+    "ReportKind",
     "ReportRequest",
+    "ReportResult",
     "RollbackRequest",
     "Runbook",
     "RunbookDecision",

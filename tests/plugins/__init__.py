@@ -1,0 +1,1 @@
+"""Pytest plugins (fixtures) per external system, registered in conftest.py."""
