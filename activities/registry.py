@@ -17,7 +17,15 @@ from typing import Any, ClassVar, Generic, Self, TypeVar
 import httpx
 from pydantic import BaseModel
 
-from remedium.models import ActionRequest, ActionResult, Checkpoint, DryRun, RollbackRequest
+from remedium.models import (
+    ActionRequest,
+    ActionResult,
+    Checkpoint,
+    DryRun,
+    ReportEvent,
+    ReportResult,
+    RollbackRequest,
+)
 
 P = TypeVar("P", bound=BaseModel)
 
@@ -77,11 +85,32 @@ class Diagnostic(ABC, Generic[P]):
         """Return the fact's value and the rendered query (for the audit trail)."""
 
 
+class Reporter(ABC):
+    """A human channel (Slack, Jira, PagerDuty). Becomes the activity `report.<channel>`.
+
+    `post` is idempotent by `event.key`, returns `ReportResult(skipped=True)` when its channel is
+    not configured, and raises on failure so the workflow's retry policy applies (honour
+    Retry-After by raising ApplicationError(next_retry_delay=...)). The workflow never lets a
+    reporter's failure stop remediation.
+    """
+
+    channel: ClassVar[str]
+
+    @classmethod
+    @abstractmethod
+    def build(cls, clients: Clients) -> Self: ...
+
+    @abstractmethod
+    async def post(self, event: ReportEvent) -> ReportResult: ...
+
+
 ACTIONS: dict[str, type[Action[Any]]] = {}
 DIAGNOSTICS: dict[str, type[Diagnostic[Any]]] = {}
+REPORTERS: dict[str, type[Reporter]] = {}
 
 A = TypeVar("A", bound=type[Action[Any]])
 D = TypeVar("D", bound=type[Diagnostic[Any]])
+R = TypeVar("R", bound=type[Reporter])
 
 
 def register_action(cls: A) -> A:
@@ -95,6 +124,13 @@ def register_diagnostic(cls: D) -> D:
     if cls.kind in DIAGNOSTICS and DIAGNOSTICS[cls.kind] is not cls:
         raise ValueError(f"diagnostic kind {cls.kind!r} is registered twice")
     DIAGNOSTICS[cls.kind] = cls
+    return cls
+
+
+def register_reporter(cls: R) -> R:
+    if cls.channel in REPORTERS and REPORTERS[cls.channel] is not cls:
+        raise ValueError(f"reporter {cls.channel!r} is registered twice")
+    REPORTERS[cls.channel] = cls
     return cls
 
 
@@ -117,6 +153,11 @@ def action_catalog() -> dict[str, type[Action[Any]]]:
 def diagnostic_catalog() -> dict[str, type[Diagnostic[Any]]]:
     load_catalog()
     return dict(DIAGNOSTICS)
+
+
+def reporter_catalog() -> dict[str, type[Reporter]]:
+    load_catalog()
+    return dict(REPORTERS)
 
 
 def make_checkpoint(request: ActionRequest, target: str, undo: str, **captured: Any) -> Checkpoint:

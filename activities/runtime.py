@@ -10,8 +10,17 @@ from pydantic import BaseModel, ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.registry import Action, Diagnostic
-from remedium.models import ActionRequest, ActionResult, DiagnosticRequest, DryRun, Fact, RollbackRequest
+from activities.registry import Action, Diagnostic, Reporter
+from remedium.models import (
+    ActionRequest,
+    ActionResult,
+    DiagnosticRequest,
+    DryRun,
+    Fact,
+    ReportEvent,
+    ReportResult,
+    RollbackRequest,
+)
 from remedium.runbook.engine import context
 from remedium.runbook.templating import TemplateError, render_value
 
@@ -66,3 +75,10 @@ def diagnostic_activity(diagnostic: Diagnostic[Any]) -> Callable[..., Any]:
         )
 
     return activity.defn(name=f"diagnose.{kind}")(run)
+
+
+def reporter_activity(reporter: Reporter) -> Callable[..., Any]:
+    async def post(event: ReportEvent) -> ReportResult:
+        return await reporter.post(event)
+
+    return activity.defn(name=f"report.{reporter.channel}")(post)

@@ -20,9 +20,9 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
-from activities.registry import Clients, action_catalog, diagnostic_catalog
+from activities.registry import Clients, action_catalog, diagnostic_catalog, reporter_catalog
 from activities.runbooks import RunbookActivities
-from activities.runtime import action_activities, diagnostic_activity
+from activities.runtime import action_activities, diagnostic_activity, reporter_activity
 from remedium.connection import TemporalUnreachable, connect
 from remedium.models import Policy, Runbook
 from remedium.names import SEARCH_ATTRIBUTES
@@ -90,6 +90,8 @@ def build_activities(
         activities += action_activities(action_cls.build(clients))
     for diagnostic_cls in diagnostic_catalog().values():
         activities.append(diagnostic_activity(diagnostic_cls.build(clients)))
+    for reporter_cls in reporter_catalog().values():
+        activities.append(reporter_activity(reporter_cls.build(clients)))
     activities += RunbookActivities(runbooks, policy).activities()  # type: ignore[arg-type]
     return activities
 
