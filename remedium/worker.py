@@ -20,6 +20,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
+from activities.guards import GuardActivities
 from activities.registry import Clients, action_catalog, diagnostic_catalog, reporter_catalog
 from activities.runbooks import RunbookActivities
 from activities.runtime import action_activities, diagnostic_activity, reporter_activity
@@ -29,7 +30,9 @@ from remedium.names import SEARCH_ATTRIBUTES
 from remedium.policy_loader import load_policy
 from remedium.runbook.loader import load_runbooks
 from remedium.settings import Settings
+from workflows.freeze import FreezeWorkflow
 from workflows.incident import IncidentWorkflow
+from workflows.limiter import TargetLimiterWorkflow
 
 log = logging.getLogger("remedium.worker")
 
@@ -108,8 +111,9 @@ async def running_worker(settings: Settings, client: Client | None = None) -> As
         worker = Worker(
             client,
             task_queue=settings.task_queue,
-            workflows=[IncidentWorkflow],
-            activities=build_activities(runbooks, policy, http),
+            workflows=[IncidentWorkflow, TargetLimiterWorkflow, FreezeWorkflow],
+            activities=build_activities(runbooks, policy, http)
+            + GuardActivities(client, settings.task_queue).activities(),
             graceful_shutdown_timeout=timedelta(seconds=10),
         )
         log.info(

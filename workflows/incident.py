@@ -18,6 +18,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
+    from remedium.guards import approval_forced, blast_radius_refusal, rate_limit_for
     from remedium.models import (
         ActionRequest,
         ActionResult,
@@ -32,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
         Escalation,
         ExternalUpdate,
         Fact,
+        FreezeState,
         IncidentInput,
         IncidentResult,
         IncidentStatus,
@@ -45,6 +47,8 @@ with workflow.unsafe.imports_passed_through():
         RollbackRequest,
         Runbook,
         RunbookDecision,
+        SlotGrant,
+        SlotRequest,
         Stage,
         VerifyRequest,
         VerifyVerdict,
@@ -270,11 +274,20 @@ class IncidentWorkflow:
                 step=step.id,
                 data=dry.model_dump(mode="json"),
             )
-            if step.approval_required:
+            guarded = workflow.patched("guardrails-v1")
+            needs_approval = step.approval_required
+            if guarded:
+                needs_approval = self._check_policy(step, dry) or needs_approval
+            if needs_approval:
                 await self._await_approval(step, dry)
                 if self._stopped():
                     return
                 self._set_stage("acting")
+            if guarded:
+                await self._wait_unfrozen(step)
+                if self._stopped():
+                    return
+                await self._acquire_slot(step, dry)
         self._record("action_started", f"executing {step.id} ({step.action})", step=step.id)
         try:
             result = await workflow.execute_activity(
@@ -339,6 +352,92 @@ class IncidentWorkflow:
                 + (f": {verdict.reason}" if verdict.reason else ""),
                 outcome="rejected",
             )
+
+    # ---------------------------------------------------------- guardrails
+
+    def _check_policy(self, step: RenderedStep, dry: DryRun) -> bool:
+        """Refuse what the blast radius forbids; True when policy forces an approval."""
+        assert self._policy is not None
+        refusal = blast_radius_refusal(self._policy, step, dry)
+        if refusal is not None:
+            self._record("guard_refused", refusal, step=step.id)
+            raise _Abort(f"blast radius: {refusal}")
+        if self._policy.autonomy == "dry_run_only":
+            self._record(
+                "guard_refused", f"policy autonomy is dry_run_only: step {step.id} not run", step=step.id
+            )
+            raise _Abort(
+                f"policy autonomy is dry_run_only: step {step.id} ({step.action}) was not run; "
+                f"it would: {dry.summary}"
+            )
+        forced = approval_forced(self._policy, step)
+        if forced is not None and not step.approval_required:
+            self._record("approval_forced", f"step {step.id} needs approval: {forced}", step=step.id)
+        return forced is not None
+
+    async def _wait_unfrozen(self, step: RenderedStep) -> None:
+        """No state-changing action starts while `remedium freeze` is on: wait or escalate per policy."""
+        assert self._policy is not None
+        rules = self._policy.freeze
+        started = workflow.now()
+        announced = False
+        while True:
+            state: FreezeState = await workflow.execute_activity(
+                "guard.freeze_state",
+                result_type=FreezeState,
+                start_to_close_timeout=ENGINE_TIMEOUT,
+                retry_policy=ENGINE_RETRY,
+            )
+            if not state.frozen:
+                if announced:
+                    self._record("unfrozen", f"freeze lifted; step {step.id} goes ahead", step=step.id)
+                    self._set_stage("acting")
+                return
+            why = f"global freeze by {state.by or 'unknown'}: {state.reason or 'no reason given'}"
+            if rules.on_frozen == "escalate":
+                self._record("guard_refused", f"step {step.id} not started: {why}", step=step.id)
+                raise _Abort(f"step {step.id} not started: {why}")
+            if not announced:
+                self._record(
+                    "frozen",
+                    f"step {step.id} waits for the freeze to lift (up to {rules.max_wait}): {why}",
+                    step=step.id,
+                )
+                self._set_stage("frozen")
+                announced = True
+            if workflow.now() - started >= rules.max_wait:
+                raise _Abort(f"step {step.id} waited {rules.max_wait} for the freeze to lift: {why}")
+            await self._sleep(min(rules.poll, rules.max_wait))
+            if self._stopped():
+                return
+
+    async def _acquire_slot(self, step: RenderedStep, dry: DryRun) -> None:
+        assert self._policy is not None
+        target = dry.target_key
+        limit = rate_limit_for(self._policy, step.action, target)
+        if limit is None:
+            return
+        grant: SlotGrant = await workflow.execute_activity(
+            "guard.acquire_slot",
+            SlotRequest(
+                key=f"{workflow.info().workflow_id}/{step.id}",
+                action=step.action,
+                target=target,
+                max=limit.max,
+                per_s=limit.per.total_seconds(),
+            ),
+            result_type=SlotGrant,
+            start_to_close_timeout=ENGINE_TIMEOUT,
+            retry_policy=ENGINE_RETRY,
+        )
+        self._record(
+            "rate_limit" if grant.granted else "guard_refused",
+            grant.reason,
+            step=step.id,
+            data=grant.model_dump(mode="json"),
+        )
+        if not grant.granted:
+            raise _Abort(grant.reason)
 
     # --------------------------------------------------- monitor / evaluate
 

@@ -57,6 +57,12 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--as", dest="by", required=True, metavar="USER")
         p.add_argument("--reason", default="")
 
+    freeze = sub.add_parser("freeze", help="global kill switch: no state-changing action starts")
+    freeze.add_argument("--reason", required=True)
+    freeze.add_argument("--as", dest="by", default=None, metavar="USER", help="default: $USER")
+    unfreeze = sub.add_parser("unfreeze", help="lift the global freeze")
+    unfreeze.add_argument("--as", dest="by", default=None, metavar="USER", help="default: $USER")
+
     replay = sub.add_parser("replay", help="replay exported workflow histories (JSON)")
     replay.add_argument("paths", nargs="+", metavar="PATH")
     return parser
@@ -108,6 +114,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return asyncio.run(commands.incident_show(args.id, args.json))
     if args.command in ("approve", "reject"):
         return asyncio.run(commands.decide(args.id, args.command, args.step, args.by, args.reason))
+    if args.command in ("freeze", "unfreeze"):
+        from remedium.cli.freeze_cmd import freeze_command
+
+        return asyncio.run(freeze_command(args.command == "freeze", getattr(args, "reason", ""), args.by))
     raise CommandError(f"unknown command {args.command}", USAGE_ERROR)
 
 

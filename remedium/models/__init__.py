@@ -14,6 +14,7 @@ from remedium.models.incident import (
     DryRun,
     Escalation,
     Fact,
+    FreezeState,
     IncidentInput,
     IncidentResult,
     IncidentStatus,
@@ -25,11 +26,14 @@ from remedium.models.incident import (
     ReportRequest,
     RollbackRequest,
     RunbookDecision,
+    SlotGrant,
+    SlotRequest,
     Stage,
+    TargetScope,
     VerifyRequest,
     VerifyVerdict,
 )
-from remedium.models.policy import ApprovalPolicy, Policy
+from remedium.models.policy import ApprovalPolicy, BlastRadius, FreezePolicy, Policy, RateLimit
 from remedium.models.reporting import ReportEvent, ReportKind, ReportResult
 from remedium.models.runbook import Runbook
 
@@ -41,6 +45,7 @@ __all__ = [
     "ApprovalPolicy",
     "ApprovalSignal",
     "AuditEntry",
+    "BlastRadius",
     "Checkpoint",
     "DecideInput",
     "DecideRequest",
@@ -49,6 +54,8 @@ __all__ = [
     "Escalation",
     "ExternalUpdate",
     "Fact",
+    "FreezePolicy",
+    "FreezeState",
     "IncidentInput",
     "IncidentResult",
     "IncidentStatus",
@@ -56,6 +63,7 @@ __all__ = [
     "PendingApproval",
     "Policy",
     "PrepareResult",
+    "RateLimit",
     "RenderedStep",
     "Report",
     "ReportEvent",
@@ -65,7 +73,10 @@ __all__ = [
     "RollbackRequest",
     "Runbook",
     "RunbookDecision",
+    "SlotGrant",
+    "SlotRequest",
     "Stage",
+    "TargetScope",
     "VerifyRequest",
     "VerifyVerdict",
 ]

@@ -17,6 +17,7 @@ Stage = Literal[
     "diagnosing",
     "deciding",
     "awaiting_approval",
+    "frozen",
     "acting",
     "monitoring",
     "evaluating",
@@ -83,6 +84,21 @@ class ActionRequest(Model):
         return f"{self.incident_id}/{self.step_id}"
 
 
+class TargetScope(Model):
+    """What a step would touch, as the guardrails need it (filled by actions that know)."""
+
+    kind: str = ""
+    namespace: str = ""
+    name: str = ""
+    labels: dict[str, str] = Field(default_factory=dict)
+    replicas_before: int | None = None
+    replicas_after: int | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}" if self.namespace else self.name
+
+
 class DryRun(Model):
     action: str
     step_id: str
@@ -90,6 +106,36 @@ class DryRun(Model):
     summary: str
     diff: str = ""
     would_change: bool = True
+    scope: TargetScope | None = None
+
+    @property
+    def target_key(self) -> str:
+        """The identity rate limits count against: namespace/name when known, else the target."""
+        return self.scope.key if self.scope is not None and self.scope.name else self.target
+
+
+class SlotRequest(Model):
+    """Ask a target's limiter for one run of an action; idempotent by `key`."""
+
+    key: str = Field(description="incident workflow id / step id")
+    action: str
+    target: str
+    max: int
+    per_s: float
+
+
+class SlotGrant(Model):
+    granted: bool
+    reason: str
+    used: int = 0
+    retry_after: datetime | None = None
+
+
+class FreezeState(Model):
+    frozen: bool = False
+    reason: str = ""
+    by: str = ""
+    since: datetime | None = None
 
 
 class Checkpoint(Model):

@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from remedium.models.common import Duration, UserModel
 from remedium.models.runbook import Risk
+from remedium.selectors import check_selector
 
 ALL_RISKS: tuple[Risk, ...] = ("low", "medium", "high")
 
@@ -28,7 +29,58 @@ class ApprovalPolicy(UserModel):
         return bool(user) and ("*" in self.approvers or user in self.approvers)
 
 
+Autonomy = Literal["auto", "approve_all", "dry_run_only"]
+
+
+class BlastRadius(UserModel):
+    """Where actions may reach. Anything outside is refused and escalated, never asked about."""
+
+    namespaces: list[str] = Field(
+        default_factory=lambda: ["*"], description="namespaces (globs) an action may touch"
+    )
+    label_selector: str = Field(
+        default="", description="a Kubernetes label selector the target's labels must match"
+    )
+
+    @field_validator("label_selector")
+    @classmethod
+    def _selector_syntax(cls, value: str) -> str:
+        return check_selector(value)
+
+    max_replicas_delta: int | None = Field(
+        default=None, ge=0, description="largest change of replicas one step may make"
+    )
+    always_approve: list[str] = Field(
+        default_factory=list, description="actions (globs) that always wait for a human, whatever their risk"
+    )
+
+
+class RateLimit(UserModel):
+    """At most `max` runs of `action` on one target per `per`, across all incidents."""
+
+    action: str = Field(description="action name or glob, e.g. kubernetes.rollout_restart")
+    target: str = Field(default="*", description="target glob, e.g. payments/api or payments/*")
+    max: int = Field(ge=0)
+    per: Duration
+
+
+class FreezePolicy(UserModel):
+    """What an incident does when it is about to act while `remedium freeze` is on."""
+
+    on_frozen: Literal["wait", "escalate"] = "wait"
+    max_wait: Duration = Field(default=timedelta(hours=1), description="then escalate")
+    poll: Duration = Field(default=timedelta(seconds=30), description="how often a waiting incident checks")
+
+
 class Policy(UserModel):
     api_version: Literal["remedium/v1"] = Field(default="remedium/v1", alias="apiVersion")
     kind: Literal["Policy"] = "Policy"
     approval: ApprovalPolicy = Field(default_factory=ApprovalPolicy)
+    autonomy: Autonomy = Field(
+        default="auto",
+        description="auto: approval per risk; approve_all: every state-changing step waits for a human; "
+        "dry_run_only: never act, show the dry run and escalate",
+    )
+    blast_radius: BlastRadius = Field(default_factory=BlastRadius)
+    rate_limits: list[RateLimit] = Field(default_factory=list)
+    freeze: FreezePolicy = Field(default_factory=FreezePolicy)
