@@ -24,13 +24,22 @@ from remedium.runbook import engine
 
 
 class RunbookActivities:
-    def __init__(self, runbooks: list[Runbook], policy: Policy) -> None:
+    def __init__(
+        self, runbooks: list[Runbook], policy: Policy, channels: list[str] | None = None, ui_url: str = ""
+    ) -> None:
         self._runbooks = runbooks
         self._policy = policy
+        self._channels = channels or []
+        self._ui_url = ui_url
 
     @activity.defn(name="incident.prepare")
     async def prepare(self, alert: Alert) -> PrepareResult:
-        return PrepareResult(policy=self._policy, candidates=engine.candidates(self._runbooks, alert))
+        return PrepareResult(
+            policy=self._policy,
+            candidates=engine.candidates(self._runbooks, alert),
+            channels=self._channels,
+            ui_url=self._ui_url,
+        )
 
     @activity.defn(name="runbook.decide")
     async def decide(self, request: DecideInput) -> RunbookDecision:

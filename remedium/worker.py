@@ -13,7 +13,6 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
-import httpx
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import Client
@@ -24,6 +23,7 @@ from activities.guards import GuardActivities
 from activities.registry import Clients, action_catalog, diagnostic_catalog, reporter_catalog
 from activities.runbooks import RunbookActivities
 from activities.runtime import action_activities, diagnostic_activity, reporter_activity
+from remedium.clients import configured_channels, open_clients
 from remedium.connection import TemporalUnreachable, connect
 from remedium.models import Policy, Runbook
 from remedium.names import SEARCH_ATTRIBUTES
@@ -85,17 +85,18 @@ def load_configuration(settings: Settings) -> tuple[list[Runbook], Policy]:
 
 
 def build_activities(
-    runbooks: list[Runbook], policy: Policy, http: httpx.AsyncClient
+    runbooks: list[Runbook], policy: Policy, clients: Clients, ui_url: str = ""
 ) -> list[Callable[..., Any]]:
-    clients = Clients(http=http)
     activities: list[Callable[..., Any]] = []
     for action_cls in action_catalog().values():
         activities += action_activities(action_cls.build(clients))
     for diagnostic_cls in diagnostic_catalog().values():
         activities.append(diagnostic_activity(diagnostic_cls.build(clients)))
-    for reporter_cls in reporter_catalog().values():
+    reporters = reporter_catalog()
+    for reporter_cls in reporters.values():
         activities.append(reporter_activity(reporter_cls.build(clients)))
-    activities += RunbookActivities(runbooks, policy).activities()  # type: ignore[arg-type]
+    channels = configured_channels(clients, sorted(reporters))
+    activities += RunbookActivities(runbooks, policy, channels, ui_url).activities()  # type: ignore[arg-type]
     return activities
 
 
@@ -107,12 +108,12 @@ async def running_worker(settings: Settings, client: Client | None = None) -> As
     except TemporalUnreachable as exc:
         raise StartupError(str(exc)) from None
     await check_search_attributes(client, settings.namespace)
-    async with httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0)) as http:
+    async with open_clients(settings) as clients:
         worker = Worker(
             client,
             task_queue=settings.task_queue,
             workflows=[IncidentWorkflow, TargetLimiterWorkflow, FreezeWorkflow],
-            activities=build_activities(runbooks, policy, http)
+            activities=build_activities(runbooks, policy, clients, settings.temporal_ui_url)
             + GuardActivities(client, settings.task_queue).activities(),
             graceful_shutdown_timeout=timedelta(seconds=10),
         )

@@ -121,6 +121,17 @@ async def test_update_validator_refuses_disallowed_and_wrong_step(
         result = await handle.result()
     assert result.outcome == "resolved"
     assert len(target.applied_to("/restart")) == 1
+    # the end-of-incident summary tells the story from the audit trail
+    summary = result.report.markdown
+    assert "- **Outcome:** resolved (recovered: all conditions hold)" in summary
+    assert "### Root cause" in summary and "`health` (http)" in summary
+    assert "- `restart-pool` http.request: sent POST" in summary
+    assert "  - dry run: dry run of restart-pool: would send POST" in summary
+    assert "  - step restart-pool approved by alice via update" in summary
+    assert "  - checkpoint: " in summary
+    assert "### Verification" in summary and "### Follow-ups" in summary
+    assert "- check why the web-frontend pool wedged" in summary
+    assert "| time (UTC) | stage | event |" in summary and "approved (alice)" in summary
 
 
 async def test_disallowed_or_misdirected_signals_are_ignored_and_audited(

@@ -43,6 +43,8 @@ with workflow.unsafe.imports_passed_through():
         PrepareResult,
         RenderedStep,
         Report,
+        ReportEvent,
+        ReportKind,
         ReportRequest,
         RollbackRequest,
         Runbook,
@@ -56,6 +58,7 @@ with workflow.unsafe.imports_passed_through():
     from remedium.models.runbook import DiagnosticSpec
     from remedium.names import SA_RUNBOOK, SA_SERVICE, SA_SEVERITY, SA_STAGE
     from workflows.details import current_details
+    from workflows.outbox import Outbox
 
 ENGINE_TIMEOUT = timedelta(seconds=30)
 ENGINE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=5)
@@ -67,6 +70,7 @@ ACTION_RETRY = RetryPolicy(
     non_retryable_error_types=["InvalidParams", "TemplateError"],
 )
 ACTION_HEARTBEAT = timedelta(seconds=10)
+REPORT_DRAIN = timedelta(minutes=15)
 
 
 class _Abort(Exception):
@@ -104,6 +108,9 @@ class IncidentWorkflow:
         self._escalation: Escalation | None = None
         self._report: Report | None = None
         self._audit: list[AuditEntry] = []
+        self._outbox: Outbox | None = None
+        self._report_seq = 0
+        self._ui_url = ""
 
     # ------------------------------------------------------------------ run
 
@@ -125,6 +132,10 @@ class IncidentWorkflow:
                 retry_policy=ENGINE_RETRY,
             )
             self._policy = prepared.policy
+            if prepared.channels and workflow.patched("reporting-v1"):
+                self._ui_url = prepared.ui_url
+                self._outbox = Outbox(prepared.channels, self._record_report)
+                self._notify("opened", f"Remedium took incident: {alert.title}", self._opening_note(prepared))
             self._record(
                 "candidates",
                 f"{len(prepared.candidates)} candidate runbook(s): "
@@ -159,6 +170,12 @@ class IncidentWorkflow:
         )
         self._record(
             "decision", decision.reason, data={"runbook": decision.runbook, "candidates": decision.candidates}
+        )
+        self._notify(
+            "diagnosis",
+            f"Diagnosis: {decision.reason}",
+            self._facts_markdown(),
+            runbook=decision.runbook,
         )
         if decision.runbook is None:
             raise _Abort(decision.reason)
@@ -202,6 +219,7 @@ class IncidentWorkflow:
             return self._closed_upstream()
         self._set_stage("evaluating")
         self._record("evaluation", verdict.detail, data={"state": verdict.state})
+        self._notify("verification", f"Verification: {verdict.state}: {verdict.detail}")
         if verdict.state == "resolved":
             return "resolved", verdict.detail
         raise _Abort(
@@ -274,6 +292,15 @@ class IncidentWorkflow:
                 step=step.id,
                 data=dry.model_dump(mode="json"),
             )
+            self._notify(
+                "dry_run",
+                f"Dry run of `{step.id}` ({step.action}): {dry.summary}",
+                f"```\n{dry.diff}\n```" if dry.diff else "",
+                step=step.id,
+                action=step.action,
+                risk=step.risk,
+                dry_run=dry.summary,
+            )
             guarded = workflow.patched("guardrails-v1")
             needs_approval = step.approval_required
             if guarded:
@@ -300,10 +327,23 @@ class IncidentWorkflow:
             )
         except ActivityError as err:
             self._record("action_failed", f"step {step.id} failed: {_failure_message(err)}", step=step.id)
+            self._notify(
+                "action",
+                f"Step `{step.id}` failed: {_failure_message(err)}",
+                step=step.id,
+                action=step.action,
+            )
             raise _Abort(f"step {step.id} ({step.action}) failed: {_failure_message(err)}") from None
         self._actions.append(result)
         if result.checkpoint is not None:
             self._checkpoints.append(result.checkpoint)
+        self._notify(
+            "action",
+            f"Step `{step.id}` done: {result.summary}",
+            f"Checkpoint: {result.checkpoint.undo}" if result.checkpoint else "",
+            step=step.id,
+            action=step.action,
+        )
         self._record(
             "action_succeeded",
             f"{step.id}: {result.summary}",
@@ -334,6 +374,17 @@ class IncidentWorkflow:
             step=step.id,
         )
         self._set_stage("awaiting_approval")
+        self._notify(
+            "approval_requested",
+            f"Approval needed for `{step.id}` ({step.action}, risk {step.risk}) "
+            f"until {self._pending.deadline:%Y-%m-%d %H:%M} UTC",
+            f"Would: {dry.summary}\n\nApprove: `remedium approve {workflow.info().workflow_id} "
+            f"--step {step.id} --as <you>` or the Approve button.",
+            step=step.id,
+            action=step.action,
+            risk=step.risk,
+            dry_run=dry.summary,
+        )
         try:
             await workflow.wait_condition(
                 lambda: self._verdict is not None or self._stopped(), timeout=timeout
@@ -499,6 +550,12 @@ class IncidentWorkflow:
                 self._record(
                     "rolled_back", f"{checkpoint.step_id}: {result.summary}", step=checkpoint.step_id
                 )
+                self._notify(
+                    "action",
+                    f"Rolled back `{checkpoint.step_id}`: {result.summary}",
+                    step=checkpoint.step_id,
+                    action=checkpoint.action,
+                )
             except ActivityError as err:
                 failures.append(checkpoint.step_id)
                 self._record(
@@ -549,6 +606,17 @@ class IncidentWorkflow:
         self._set_stage(
             "resolved" if outcome == "resolved" else "escalated" if self._escalation else "closed"
         )
+        if self._outbox is not None:
+            self._notify(
+                "outcome",
+                f"{outcome.replace('_', ' ').capitalize()}: {report.summary}",
+                report.markdown,
+                runbook=self._runbook.name if self._runbook else None,
+                outcome=outcome,
+                escalate=report.escalation is not None,
+                followups=report.follow_ups,
+            )
+            await self._outbox.close(within=REPORT_DRAIN)
         await workflow.wait_condition(workflow.all_handlers_finished)
         return IncidentResult(
             workflow_id=workflow.info().workflow_id,
@@ -688,6 +756,14 @@ class IncidentWorkflow:
             step=step,
             actor=by,
         )
+        self._notify(
+            "approval_decided",
+            f"Step `{step}` {'approved' if approved else 'rejected'} by {by}"
+            + (f": {reason}" if reason else ""),
+            step=step,
+            decision="approve" if approved else "reject",
+            decided_by=by,
+        )
 
     def _stopped(self) -> bool:
         return self._external is not None
@@ -705,6 +781,48 @@ class IncidentWorkflow:
 
     def _update_details(self) -> None:
         workflow.set_current_details(current_details(self.status()))
+
+    # ------------------------------------------------------------ channels
+
+    def _notify(self, kind: ReportKind, title: str, markdown: str = "", **fields: Any) -> None:
+        """Queue an event for Slack/Jira/PagerDuty; never waits, never fails the incident."""
+        if self._outbox is None:
+            return
+        self._report_seq += 1
+        workflow_id = workflow.info().workflow_id
+        ui = f"{self._ui_url.rstrip('/')}/namespaces/{workflow.info().namespace}/workflows/{workflow_id}"
+        self._outbox.post(
+            ReportEvent(
+                workflow_id=workflow_id,
+                event_id=f"{self._report_seq:03d}-{kind}"
+                + (f"-{fields['step']}" if fields.get("step") else ""),
+                kind=kind,
+                stage=self._stage,
+                alert=self._alert,
+                title=title,
+                markdown=markdown,
+                ui_url=ui if self._ui_url else "",
+                **fields,
+            )
+        )
+
+    def _record_report(self, kind: str, message: str, data: dict[str, Any]) -> None:
+        self._record(kind, message, data=data)
+
+    def _opening_note(self, prepared: PrepareResult) -> str:
+        names = ", ".join(rb.name for rb in prepared.candidates) or "none"
+        return (
+            f"Alert from {self._alert.source}: **{self._alert.title}** "
+            f"(service {self._alert.service or 'unknown'}, severity {self._alert.severity or 'unknown'}).\n"
+            f"Candidate runbooks: {names}."
+        )
+
+    def _facts_markdown(self) -> str:
+        lines = []
+        for fact in self._facts.values():
+            shown = str(fact.value)[:300] if fact.ok else f"FAILED: {fact.error}"
+            lines.append(f"- `{fact.id}` ({fact.kind}): {shown}")
+        return "\n".join(lines)
 
     def _record(
         self,

@@ -216,6 +216,9 @@ async def incident_show(workflow_id: str, as_json: bool) -> int:
         who = f" [{entry.actor}]" if entry.actor != "remedium" else ""
         when = entry.at.isoformat(timespec="seconds")
         print(f"    {when} {entry.stage:<17} {entry.kind:<18}{who} {entry.message}")
+    if status.report and not running:
+        print()
+        print(status.report.markdown)
     return 0
 
 

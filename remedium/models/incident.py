@@ -225,6 +225,8 @@ class PrepareResult(Model):
 
     policy: Policy
     candidates: list[Runbook]
+    channels: list[str] = Field(default_factory=list, description="report channels the worker has")
+    ui_url: str = Field(default="", description="Temporal UI base, for links in reports")
 
 
 class VerifyRequest(Model):

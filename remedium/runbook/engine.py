@@ -173,6 +173,8 @@ def judge(request: VerifyRequest) -> VerifyVerdict:
 
 
 def report(request: ReportRequest) -> Report:
+    from remedium.summary import incident_summary
+
     ctx = context(
         request.alert,
         request.facts,
@@ -191,28 +193,12 @@ def report(request: ReportRequest) -> Report:
         escalation = Escalation(
             reason=request.reason, message=_safe_render(template, ctx), to=esc.to if esc else []
         )
-    lines = [f"## Incident report: {request.alert.title}", "", summary, ""]
-    lines.append(f"- Outcome: **{request.outcome}** ({request.reason})")
-    lines.append(f"- Runbook: {request.runbook.name if request.runbook else 'none'}")
-    if request.facts:
-        lines.append("- Facts:")
-        for fact in request.facts.values():
-            shown = fact.value if fact.ok else f"FAILED: {fact.error}"
-            lines.append(f"  - `{fact.id}` ({fact.kind}): {str(shown)[:300]}")
-    if request.actions:
-        lines.append("- Actions:")
-        lines.extend(f"  - `{a.step_id}` {a.action}: {a.summary}" for a in request.actions)
-    if escalation:
-        lines.append(f"- Escalation: {escalation.message}")
-    if follow_ups:
-        lines.append("- Follow-ups:")
-        lines.extend(f"  - {f}" for f in follow_ups)
     return Report(
         outcome=request.outcome,
         summary=summary,
         escalation=escalation,
         follow_ups=follow_ups,
-        markdown="\n".join(lines),
+        markdown=incident_summary(request, summary, escalation, follow_ups),
     )
 
 
