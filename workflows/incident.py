@@ -668,7 +668,7 @@ class IncidentWorkflow:
     def decide(self, request: DecideRequest) -> str:
         step = self._decide_step(request.step)
         self._accept(step, request.by, request.reason, request.decision == "approve", via="update")
-        return f"step {step} {request.decision}d by {request.by}"
+        return f"step {step} {'approved' if request.decision == 'approve' else 'rejected'} by {request.by}"
 
     @decide.validator
     def _validate_decide(self, request: DecideRequest) -> None:

@@ -53,5 +53,6 @@ async def serve_ingress(settings: Settings, client: ClientProvider, stop: asynci
     server.should_exit = True
     await serving
     stopping.cancel()
+    await app.state.slack_interactions.drain()  # a click in flight is applied and answered
     if not server.started:
         raise ValueError(f"ingress could not listen on {settings.ingress_address} (address in use?)")
