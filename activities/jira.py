@@ -1,0 +1,270 @@
+"""Jira as a human channel: one ticket per incident, a comment per event, closed when resolved.
+
+The ticket is found again by a label derived from the workflow id (JQL), so a retried activity
+or another worker never opens a second one; each comment ends with the event's marker and the
+ticket's comments are read before adding one. Follow-ups become their own tickets, found again
+by their own label and linked "Relates". The `jira` client blocks, so each post runs in a thread,
+with the client's own retry loop disabled: Temporal's retry policy (and Retry-After) decide.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any, Self
+
+import requests
+from jira import JIRA, JIRAError
+from pydantic import SecretStr
+
+from activities.registry import Clients, Reporter, register_reporter
+from remedium.models import ReportEvent, ReportResult
+from remedium.report_render import (
+    incident_link,
+    jira_body,
+    jira_wiki,
+    marker,
+    rate_limited,
+    rejected,
+    retry_after_seconds,
+    scrub,
+    unavailable,
+)
+from remedium.settings import Settings
+
+log = logging.getLogger("remedium.report.jira")
+
+TIMEOUT_S = 10.0
+COMMENT_KINDS = frozenset(
+    {"diagnosis", "dry_run", "approval_requested", "approval_decided", "action", "verification", "outcome"}
+)
+ISSUE_TYPE_PREFERENCE = ("Incident", "Bug", "Task")
+FOLLOWUP_TYPE_PREFERENCE = ("Task", "Bug", "Incident")
+DONE_TRANSITIONS = ("done", "resolved", "closed", "resolve issue", "close issue", "resolve", "close")
+_LABEL_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+_CACHE_SIZE = 1024
+
+
+def incident_label(workflow_id: str) -> str:
+    """`incident-pagerduty-PGR0VU2` -> `remedium-incident-pagerduty-PGR0VU2` (labels take no spaces)."""
+    return ("remedium-" + _LABEL_UNSAFE.sub("-", workflow_id))[:200]
+
+
+def followup_label(workflow_id: str, text: str) -> str:
+    digest = hashlib.sha256(text.strip().encode()).hexdigest()[:10]
+    return f"{incident_label(workflow_id)}-followup-{digest}"
+
+
+class JiraConnector:
+    """Connects on first use, then hands out the same client; a failed connect is retried next call."""
+
+    def __init__(self, url: str, user: str, token: SecretStr) -> None:
+        self.url = url
+        self.user = user
+        self._token = token
+        self._lock = threading.Lock()
+        self._client: JIRA | None = None
+
+    @property
+    def token(self) -> str:
+        return self._token.get_secret_value()
+
+    def __repr__(self) -> str:
+        return f"JiraConnector(url={self.url!r}, user={self.user!r})"
+
+    def __call__(self) -> JIRA:
+        with self._lock:
+            if self._client is None:
+                self._client = JIRA(
+                    server=self.url,
+                    basic_auth=(self.user, self.token),
+                    max_retries=0,
+                    timeout=TIMEOUT_S,
+                    get_server_info=True,
+                )
+            return self._client
+
+
+def jira_connector(settings: Settings) -> Callable[[], JIRA] | None:
+    """A lazy connector (basic auth: user + API token), or None unless URL, user and token are set."""
+    if not (settings.jira_url and settings.jira_user and settings.jira_token):
+        return None
+    return JiraConnector(settings.jira_url, settings.jira_user, settings.jira_token)
+
+
+@register_reporter
+class JiraReporter(Reporter):
+    channel = "jira"
+
+    def __init__(self, connect: Callable[[], JIRA] | None, project: str | None, ui_base: str) -> None:
+        self._connect = connect
+        self._project = project
+        self._ui = ui_base
+        self._known: OrderedDict[str, str] = OrderedDict()  # label -> issue key (search may lag)
+        self._types: dict[str, str] = {}
+
+    @classmethod
+    def build(cls, clients: Clients) -> Self:
+        return cls(clients.jira, clients.jira_project, clients.temporal_ui_url)
+
+    async def post(self, event: ReportEvent) -> ReportResult:
+        if self._connect is None or not self._project:
+            return ReportResult(
+                channel="jira",
+                ok=True,
+                skipped=True,
+                detail="Jira is not configured (REMEDIUM_JIRA_URL, _USER, _TOKEN, _PROJECT)",
+            )
+        return await asyncio.to_thread(self._post_guarded, event)
+
+    # ------------------------------------------------------------ blocking
+
+    def _post_guarded(self, event: ReportEvent) -> ReportResult:
+        try:
+            return self._post(event)
+        except JIRAError as exc:
+            raise self._failure(exc) from None
+        except requests.Timeout as exc:
+            raise unavailable("jira", f"timed out ({type(exc).__name__})") from None
+        except requests.RequestException as exc:
+            raise unavailable("jira", self._scrub(f"cannot reach the API ({type(exc).__name__})")) from None
+
+    def _post(self, event: ReportEvent) -> ReportResult:
+        assert self._connect is not None and self._project is not None
+        jira = self._connect()
+        link = incident_link(event, self._ui)
+        done: list[str] = []
+        label = incident_label(event.workflow_id)
+        key = self._find(jira, label)
+        if key is None:
+            key = self._create_incident_ticket(jira, event, label, link)
+            done.append(f"opened {key}")
+        if event.kind in COMMENT_KINDS:
+            done.append(self._comment(jira, key, event, link))
+        if event.kind == "outcome" and event.outcome == "resolved":
+            done.append(self._resolve(jira, key))
+        for text in event.followups:
+            done.append(self._followup(jira, key, event, text, link))
+        return ReportResult(channel="jira", ok=True, detail=", ".join(done) or "up to date", ref=key)
+
+    def _find(self, jira: JIRA, label: str) -> str | None:
+        if label in self._known:
+            return self._known[label]
+        jql = f'project = "{self._project}" AND labels = "{label}" ORDER BY created ASC'
+        found = jira.search_issues(jql, maxResults=10, fields="summary,labels")
+        if not found:
+            return None
+        keys = sorted((issue.key for issue in found), key=lambda k: int(k.rsplit("-", 1)[-1]))
+        return self._remember(label, keys[0])
+
+    def _remember(self, label: str, key: str) -> str:
+        self._known[label] = key
+        while len(self._known) > _CACHE_SIZE:
+            self._known.popitem(last=False)
+        return key
+
+    def _issue_type(self, jira: JIRA, preference: tuple[str, ...]) -> str:
+        cached = self._types.get(preference[0])
+        if cached:
+            return cached
+        project = jira.project(str(self._project))
+        names = [t.name for t in getattr(project, "issueTypes", []) if not getattr(t, "subtask", False)]
+        chosen = next((n for n in preference if n in names), names[0] if names else preference[-1])
+        self._types[preference[0]] = chosen
+        return chosen
+
+    def _create_incident_ticket(self, jira: JIRA, event: ReportEvent, label: str, link: str) -> str:
+        alert = event.alert
+        lines = [
+            f"Remedium is handling this incident: [{event.workflow_id}|{link}]",
+            "",
+            f"* *Alert:* {alert.title} (from {alert.source}, id {alert.id})",
+        ]
+        if alert.service:
+            lines.append(f"* *Service:* {alert.service}")
+        if alert.severity:
+            lines.append(f"* *Severity:* {alert.severity}")
+        if alert.url:
+            lines.append(f"* *Source:* [{alert.url}|{alert.url}]")
+        if event.markdown:
+            lines += ["", jira_wiki(event.markdown)]
+        fields = {
+            "project": {"key": self._project},
+            "summary": f"[Remedium] {alert.title}"[:250],
+            "description": "\n".join(lines),
+            "issuetype": {"name": self._issue_type(jira, ISSUE_TYPE_PREFERENCE)},
+            "labels": ["remedium", label],
+        }
+        issue = jira.create_issue(fields=fields)
+        return self._remember(label, issue.key)
+
+    def _comment(self, jira: JIRA, key: str, event: ReportEvent, link: str) -> str:
+        tag = marker(event)
+        if any(tag in (comment.body or "") for comment in jira.comments(key)):
+            return f"{event.kind} already on {key}"
+        jira.add_comment(key, jira_body(event, link))
+        return f"{event.kind} commented on {key}"
+
+    def _resolve(self, jira: JIRA, key: str) -> str:
+        issue = jira.issue(key, fields="status")
+        category = getattr(getattr(issue.fields.status, "statusCategory", None), "key", "")
+        if category == "done":
+            return f"{key} already {issue.fields.status.name}"
+        transitions = jira.transitions(key)
+        by_name = {str(t["name"]).lower(): t for t in transitions}
+        chosen = next((by_name[n] for n in DONE_TRANSITIONS if n in by_name), None)
+        if chosen is None:
+            chosen = next(
+                (
+                    t
+                    for t in transitions
+                    if (t.get("to") or {}).get("statusCategory", {}).get("key") == "done"
+                ),
+                None,
+            )
+        if chosen is None:
+            names = ", ".join(str(t["name"]) for t in transitions) or "none"
+            return f"{key} left open: no Done/Resolved/Closed transition (available: {names})"
+        jira.transition_issue(key, str(chosen["id"]))
+        return f"{key} moved to {chosen['to']['name'] if chosen.get('to') else chosen['name']}"
+
+    def _followup(self, jira: JIRA, parent: str, event: ReportEvent, text: str, link: str) -> str:
+        label = followup_label(event.workflow_id, text)
+        key = self._find(jira, label)
+        if key is None:
+            fields = {
+                "project": {"key": self._project},
+                "summary": f"[Remedium follow-up] {text}"[:250],
+                "description": f"{jira_wiki(text)}\n\nRaised by incident {parent} ([Temporal|{link}]).",
+                "issuetype": {"name": self._issue_type(jira, FOLLOWUP_TYPE_PREFERENCE)},
+                "labels": ["remedium", "remedium-followup", label],
+            }
+            key = self._remember(label, jira.create_issue(fields=fields).key)
+        linked = jira.issue(parent, fields="issuelinks").fields.issuelinks
+        for link_obj in linked or []:
+            other = getattr(link_obj, "outwardIssue", None) or getattr(link_obj, "inwardIssue", None)
+            if other is not None and other.key == key:
+                return f"follow-up {key} already linked"
+        jira.create_issue_link("Relates", parent, key)
+        return f"follow-up {key} linked"
+
+    # ------------------------------------------------------------ failures
+
+    def _scrub(self, text: str) -> str:
+        token = getattr(self._connect, "token", None)
+        return scrub(text, [token if isinstance(token, str) else None])
+
+    def _failure(self, exc: JIRAError) -> Exception:
+        status = exc.status_code
+        message = self._scrub(str(exc.text or "no error message"))[:500]
+        if status == 429:
+            headers: Any = getattr(exc.response, "headers", None) or {}
+            return rate_limited("jira", retry_after_seconds(headers.get("Retry-After")))
+        if status is None or status >= 500:
+            return unavailable("jira", f"HTTP {status or 'error'}: {message}")
+        return rejected("jira", f"HTTP {status}: {message}")
