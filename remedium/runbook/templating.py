@@ -34,6 +34,19 @@ _ENV.globals.clear()
 _ENV.globals.update({"range": range, "dict": dict})
 
 
+def _regex(value: Any, pattern: str, group: int | str = 1) -> str:
+    """`{{ alert.title | regex("job '(?P<job>[^']+)'", "job") }}`: a group of the first match, or an error."""
+    import re
+
+    found = re.search(pattern, str(value))
+    if found is None:
+        raise ValueError(f"{pattern!r} does not match {str(value)!r}")
+    return found.group(group) or ""
+
+
+_ENV.filters["regex"] = _regex
+
+
 def is_template(value: Any) -> bool:
     return isinstance(value, str) and ("{{" in value or "{%" in value)
 
