@@ -41,7 +41,16 @@ log = logging.getLogger("remedium.report.jira")
 
 TIMEOUT_S = 10.0
 COMMENT_KINDS = frozenset(
-    {"diagnosis", "dry_run", "approval_requested", "approval_decided", "action", "verification", "outcome"}
+    {
+        "diagnosis",
+        "dry_run",
+        "approval_requested",
+        "approval_decided",
+        "action",
+        "verification",
+        "degraded",
+        "outcome",
+    }
 )
 ISSUE_TYPE_PREFERENCE = ("Incident", "Bug", "Task")
 FOLLOWUP_TYPE_PREFERENCE = ("Task", "Bug", "Incident")

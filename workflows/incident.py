@@ -134,7 +134,7 @@ class IncidentWorkflow:
             self._policy = prepared.policy
             if prepared.channels and workflow.patched("reporting-v1"):
                 self._ui_url = prepared.ui_url
-                self._outbox = Outbox(prepared.channels, self._record_report)
+                self._outbox = Outbox(prepared.channels, self._record_report, self._channel_failed)
                 self._notify("opened", f"Remedium took incident: {alert.title}", self._opening_note(prepared))
             self._record(
                 "candidates",
@@ -805,6 +805,13 @@ class IncidentWorkflow:
                 **fields,
             )
         )
+
+    def _channel_failed(self, channel: str, why: str) -> None:
+        if workflow.patched("degraded-note-v1"):
+            self._notify(
+                "degraded",
+                f"Reporting to {channel} failed; follow the incident here and in the Temporal UI",
+            )  # the outbox prefixes the body with which channel failed and why
 
     def _record_report(self, kind: str, message: str, data: dict[str, Any]) -> None:
         self._record(kind, message, data=data)

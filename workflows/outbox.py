@@ -3,7 +3,8 @@
 Each channel (Slack, Jira, PagerDuty) gets its own queue drained by a background task in
 the workflow, so a slow or failing channel delays neither remediation nor the others, and
 events reach a channel in order (the ticket exists before its comments). A channel that
-keeps failing is recorded in the audit trail and named on the channels that still work.
+keeps failing is recorded in the audit trail, announced at once on the channels that still
+work (a `degraded` event), and named again on every later event they carry.
 """
 
 from __future__ import annotations
@@ -28,15 +29,17 @@ REPORT_RETRY = RetryPolicy(
 REPORT_ATTEMPT_TIMEOUT = timedelta(seconds=30)
 
 Recorder = Callable[[str, str, dict[str, object]], None]
+FailureHook = Callable[[str, str], None]
 
 
 class Outbox:
-    def __init__(self, channels: list[str], record: Recorder) -> None:
+    def __init__(self, channels: list[str], record: Recorder, on_failure: FailureHook | None = None) -> None:
         self._queues: dict[str, list[ReportEvent]] = {c: [] for c in channels}
         self._busy: dict[str, bool] = dict.fromkeys(channels, False)
         self._failed: dict[str, str] = {}
         self._closing = False
         self._record = record
+        self._on_failure = on_failure
         self._tasks = [asyncio.create_task(self._drain(channel)) for channel in channels]
 
     def post(self, event: ReportEvent) -> None:
@@ -101,6 +104,8 @@ class Outbox:
                 f"{channel}: could not report {event.kind} ({event.event_id}): {why}",
                 {"channel": channel, "event": event.event_id, "first_failure": first},
             )
+            if first and self._on_failure is not None:
+                self._on_failure(channel, why)
             return
         if not result.ok and not result.skipped:
             self._record(

@@ -21,6 +21,7 @@ ReportKind = Literal[
     "approval_decided",  # who approved or rejected (Slack updates the button message)
     "action",  # a step ran (or was rolled back)
     "verification",  # verify verdict
+    "degraded",  # another channel could not be reported to: say so where people still read
     "outcome",  # resolved / escalated / closed upstream: resolve or escalate upstream, close ticket
 ]
 
