@@ -327,6 +327,23 @@ def _undo_text(namespace: str, name: str, rev: int | None, why: str) -> str:
     return f"roll deployment {namespace}/{name} back to {to} ({why}), as `kubectl rollout undo{flag}` does"
 
 
+def _deployment_checkpoint(
+    request: ActionRequest, d: dict[str, Any], before: int | None, template: dict[str, Any] | None, why: str
+) -> Checkpoint:
+    """What undoes a change to a Deployment's pod template: its revision and template before."""
+    namespace, name = str(meta(d).get("namespace")), str(meta(d).get("name"))
+    return make_checkpoint(
+        request,
+        f"deployment {namespace}/{name}",
+        undo=_undo_text(namespace, name, before, why),
+        kind="Deployment",
+        namespace=namespace,
+        name=name,
+        revision=before,
+        template=template,
+    )
+
+
 class _UndoMixin(_KubeAction[P]):
     async def _plan(
         self, d: dict[str, Any], to_revision: int | None, template: dict[str, Any] | None
@@ -349,17 +366,9 @@ class _UndoMixin(_KubeAction[P]):
         self, request: ActionRequest, d: dict[str, Any], before: int | None, why: str
     ) -> Checkpoint:
         """The checkpoint of a step that left revision `before` behind (template looked up if renumbered)."""
-        namespace, name = str(meta(d).get("namespace")), str(meta(d).get("name"))
         source = pick(await self._replicasets(d), before) if before else None
-        return make_checkpoint(
-            request,
-            f"deployment {namespace}/{name}",
-            undo=_undo_text(namespace, name, before, why),
-            kind="Deployment",
-            namespace=namespace,
-            name=name,
-            revision=before,
-            template=template_of(source) if source is not None else None,
+        return _deployment_checkpoint(
+            request, d, before, template_of(source) if source is not None else None, why
         )
 
     async def rollback(self, request: RollbackRequest) -> ActionResult:
@@ -437,16 +446,7 @@ class RolloutRestart(_UndoMixin[RolloutRestartParams]):
             **restart_patch(at),
         }
         await self._patch_deployment(d, body, None, dry=False)
-        checkpoint = make_checkpoint(
-            request,
-            target,
-            undo=_undo_text(params.namespace, params.name, before, why),
-            kind="Deployment",
-            namespace=params.namespace,
-            name=params.name,
-            revision=before,
-            template=template_of(d),
-        )
+        checkpoint = _deployment_checkpoint(request, d, before, template_of(d), why)
         return self._result(
             request,
             target,
@@ -505,16 +505,7 @@ class Rollback(_UndoMixin[RollbackParams]):
         await self._patch_deployment(
             d, plan.patch(request.idempotency_key, {"revision": before}), JSON_PATCH, dry=False
         )
-        checkpoint = make_checkpoint(
-            request,
-            target,
-            undo=_undo_text(params.namespace, params.name, before, why),
-            kind="Deployment",
-            namespace=params.namespace,
-            name=params.name,
-            revision=before,
-            template=template_of(d),
-        )
+        checkpoint = _deployment_checkpoint(request, d, before, template_of(d), why)
         summary = f"rolled {target} back from revision {before} to the template of revision {plan.revision}"
         return self._result(
             request,
