@@ -132,10 +132,8 @@ async def _ui_signal(ui: str, workflow_id: str, name: str, data: dict[str, Any])
         )
 
 
-@pytest.mark.timeout(400)
-async def test_up_serves_ui_webhook_incident_and_ui_approval(tmp_path: Path) -> None:
-    vector = json.loads(VECTOR.read_text())
-    target = TargetService().start()
+def api_incident_env(tmp_path: Path, target: TargetService, secret: str) -> dict[str, str]:
+    """Environment for `remedium up` with the vector's "API Service" runbook and a two-approver policy."""
     rb_dir = tmp_path / "runbooks"
     rb_dir.mkdir()
     (rb_dir / "api-bump.yaml").write_text(yaml.safe_dump(api_runbook(target)))
@@ -145,9 +143,17 @@ async def test_up_serves_ui_webhook_incident_and_ui_approval(tmp_path: Path) -> 
         **os.environ,
         "REMEDIUM_RUNBOOKS_DIR": str(rb_dir),
         "REMEDIUM_POLICY_FILE": str(policy),
-        "REMEDIUM_PAGERDUTY_WEBHOOK_SECRET": vector["secrets"]["current"],
+        "REMEDIUM_PAGERDUTY_WEBHOOK_SECRET": secret,
     }
     env.pop("REMEDIUM_INSECURE_WEBHOOKS", None)
+    return env
+
+
+@pytest.mark.timeout(400)
+async def test_up_serves_ui_webhook_incident_and_ui_approval(tmp_path: Path) -> None:
+    vector = json.loads(VECTOR.read_text())
+    target = TargetService().start()
+    env = api_incident_env(tmp_path, target, vector["secrets"]["current"])
     up = Up(tmp_path, env)
     await up.start()
     try:

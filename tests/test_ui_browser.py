@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import shutil
 from pathlib import Path
@@ -19,13 +18,12 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-import yaml
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from remedium.models import IncidentResult, IncidentStatus
-from tests.support import TargetService, api_runbook
-from tests.test_remedium_up import VECTOR, WORKFLOW_ID, Up, _wait_stage
+from tests.support import TargetService
+from tests.test_remedium_up import VECTOR, WORKFLOW_ID, Up, _wait_stage, api_incident_env
 
 if TYPE_CHECKING:
     from playwright.async_api import Locator, Page
@@ -126,18 +124,7 @@ async def test_operator_approves_the_waiting_incident_in_the_temporal_ui(
     page = ui_page
     vector = json.loads(VECTOR.read_text())
     target = TargetService().start()
-    rb_dir = tmp_path / "runbooks"
-    rb_dir.mkdir()
-    (rb_dir / "api-bump.yaml").write_text(yaml.safe_dump(api_runbook(target)))
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(yaml.safe_dump({"approval": {"approvers": ["ui-operator", "alice"], "timeout": "1h"}}))
-    env = {
-        **os.environ,
-        "REMEDIUM_RUNBOOKS_DIR": str(rb_dir),
-        "REMEDIUM_POLICY_FILE": str(policy),
-        "REMEDIUM_PAGERDUTY_WEBHOOK_SECRET": vector["secrets"]["current"],
-    }
-    env.pop("REMEDIUM_INSECURE_WEBHOOKS", None)
+    env = api_incident_env(tmp_path, target, vector["secrets"]["current"])
     shots = tmp_path / "screenshots"
     shots.mkdir()
     up = Up(tmp_path, env)
