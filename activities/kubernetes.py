@@ -46,7 +46,8 @@ the fact's value by resource:
   warnings, reasons, events: [{type, reason, message, object, count, last_seen}]}`, newest first.
 - logs (name = a pod, or a Deployment / selector whose least healthy pod is read): `{pod,
   container, previous, count, lines, text}`, the last `tail` lines.
-- job: `{namespace, name, state: succeeded|failed|running|suspended, message, active, succeeded,
+- job (`latest_run: true`: the newest of the Job and its `jobs.rerun` re-runs): `{namespace, name,
+  state: succeeded|failed|running|suspended, message, active, succeeded,
   failed, backoff_limit, start_time, completion_time, conditions}`.
 """
 
@@ -77,6 +78,7 @@ from remedium.kube.config import kubernetes_api_client
 from remedium.kube.jobs import cronjob_manifest, derived_name, job_state, rerun_manifest
 from remedium.kube.objects import (
     LAST_STEP,
+    RERUN_OF,
     annotations_of,
     labels_of,
     marker,
@@ -172,6 +174,9 @@ class KubernetesFactParams(UserModel):
     container: str | None = None
     previous: bool = False
     tail: int = Field(default=50, ge=1, le=5000)
+    latest_run: bool = Field(
+        default=False, description="job: the newest of the Job `name` and its re-runs (jobs.rerun)"
+    )
 
 
 # --------------------------------------------------------------------------- shared
@@ -1240,6 +1245,9 @@ class KubernetesFacts(_KubeBase, Diagnostic[KubernetesFactParams]):
         if params.resource == "deployment":
             d = await self._get(params, "deployment", self.kube.apps.read_namespaced_deployment)
             return facts.deployment_fact(d), f"kubectl get deployment {params.name} -n {ns} -o json"
+        if params.resource == "job" and params.latest_run:
+            job = await self._latest_run(params)
+            return facts.job_fact(job), f"kubectl get jobs -n {ns} (newest run of {params.name})"
         if params.resource == "job":
             job = await self._get(params, "job", self.kube.batch.read_namespaced_job)
             return facts.job_fact(job), f"kubectl get job {params.name} -n {ns} -o json"
@@ -1262,6 +1270,30 @@ class KubernetesFacts(_KubeBase, Diagnostic[KubernetesFactParams]):
             f"get {noun} {params.namespace}/{params.name}", method, params.name, params.namespace
         )
         return result
+
+    async def _latest_run(self, params: KubernetesFactParams) -> dict[str, Any]:
+        """The Job itself or its newest re-run, so verify can follow a re-run whose name it cannot know."""
+        listing = await self.kube.call(
+            f"list jobs {params.namespace}", self.kube.batch.list_namespaced_job, params.namespace
+        )
+        runs = [
+            job
+            for job in listing.get("items") or []
+            if meta(job).get("name") == params.name
+            or (meta(job).get("annotations") or {}).get(RERUN_OF) == params.name
+        ]
+        if not runs:
+            raise _invalid(
+                f"no job {params.namespace}/{params.name} nor any re-run of it", "KubernetesNotFound"
+            )
+        newest: dict[str, Any] = max(
+            runs,
+            key=lambda job: (
+                str(meta(job).get("creationTimestamp") or ""),
+                meta(job).get("name") != params.name,
+            ),
+        )
+        return newest
 
     async def _selector(self, params: KubernetesFactParams) -> str:
         if params.selector:

@@ -7,8 +7,10 @@ tests prove. A scenario module exposes `NAME`, `RUNBOOK` (its runbook's name),
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -22,3 +24,16 @@ class ScenarioWorld:
     kube: KubernetesSandbox
     loki_url: str
     set_metric: Callable[[str, dict[str, str], float], None]
+
+
+SCENARIOS = {
+    "etl-source-timeout": "remedium.scenarios.etl_source_timeout",
+    "crashloop-restart": "remedium.scenarios.crashloop_restart",
+}
+
+
+def load_scenario(name: str) -> ModuleType:
+    """The scenario module by its name; ValueError naming the known ones otherwise."""
+    if name not in SCENARIOS:
+        raise ValueError(f"unknown scenario {name!r}; known: {', '.join(sorted(SCENARIOS))}")
+    return importlib.import_module(SCENARIOS[name])
