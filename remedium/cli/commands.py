@@ -69,25 +69,38 @@ async def up(
     from remedium.ingress.serve import connect_client, serve_ingress
     from remedium.worker import StartupError, running_worker
 
-    if demo:
-        raise CommandError("--demo needs the sandbox, which is not part of this build yet", 2)
     overrides: dict[str, Any] = {}
     if ingress_address:
         overrides["ingress_address"] = ingress_address
     settings = Settings.load(**overrides)
+    sandboxes = None
+    if demo:
+        from remedium.demo.sandboxes import DemoSandboxes
+
+        sandboxes = DemoSandboxes.start()
+        update = sandboxes.settings_update(Path(state_dir), settings.policy_file)
+        sandboxes.write_env(Path(state_dir) / "sandbox.env", update)
+        settings = settings.model_copy(update={**update, "temporal_ui_url": f"http://127.0.0.1:{ui_port}"})
+        sandboxes.seed_all()
     server = DevServer(Path(state_dir), temporal_port, ui_port)
     # Validate configuration before starting anything, so a bad runbook leaves nothing behind.
     from remedium.worker import load_configuration
 
     try:
         load_configuration(settings)
+        stop = _stop_on_signals()
+        try:
+            await server.start()
+        except DevServerError as exc:
+            raise CommandError(str(exc)) from None
     except StartupError as exc:
+        if sandboxes is not None:
+            sandboxes.stop()
         raise CommandError(str(exc)) from None
-    stop = _stop_on_signals()
-    try:
-        await server.start()
-    except DevServerError as exc:
-        raise CommandError(str(exc)) from None
+    except BaseException:
+        if sandboxes is not None:
+            sandboxes.stop()
+        raise
     try:
         settings = settings.model_copy(update={"temporal_address": server.address})
         async with running_worker(settings):
@@ -96,6 +109,11 @@ async def up(
             print(f"Temporal gRPC:    {server.address}", flush=True)
             print(f"PagerDuty hook:   http://{settings.ingress_address}/webhooks/pagerduty", flush=True)
             print(f"State:            {server.state_dir / 'temporal.db'}", flush=True)
+            if sandboxes is not None:
+                for name, url in sandboxes.describe():
+                    print(f"{name + ':':<18}{url}", flush=True)
+                print(f"Sandbox settings: {Path(state_dir) / 'sandbox.env'}", flush=True)
+                print(f"Kubeconfig:       {Path(state_dir) / 'kubeconfig'}", flush=True)
             print("Press Ctrl-C to stop.", flush=True)
             stop_task = asyncio.create_task(stop.wait())
             await asyncio.wait({ingress_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
@@ -106,8 +124,19 @@ async def up(
         raise CommandError(str(exc)) from None
     finally:
         await server.stop()
+        if sandboxes is not None:
+            sandboxes.stop()
         print("remedium stopped.", flush=True)
     return 0
+
+
+async def demo(scenario: str, variant: str | None, keep_running: bool) -> int:
+    from remedium.demo.run import DemoError, run_demo
+
+    try:
+        return await run_demo(scenario, keep_running, variant)
+    except (DemoError, ValueError) as exc:
+        raise CommandError(str(exc)) from None
 
 
 def runbook_test(runbook_path: str, alert_path: str, facts_path: str | None) -> int:

@@ -25,7 +25,16 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--ui-port", type=int, default=8233)
     up.add_argument("--ingress-address", default=None, help="host:port (default 127.0.0.1:8088)")
     up.add_argument("--state-dir", default=".remedium")
-    up.add_argument("--demo", action="store_true", help="also start the sandbox (later issue)")
+    up.add_argument(
+        "--demo",
+        action="store_true",
+        help="also start the sandboxes (Kubernetes, Loki, Prometheus, Slack, Jira, PagerDuty) and use them",
+    )
+
+    demo = sub.add_parser("demo", help="run one scenario end to end on the embedded stack and sandboxes")
+    demo.add_argument("--scenario", default="etl-source-timeout")
+    demo.add_argument("--variant", default=None, help="a scenario's variant, e.g. worsening")
+    demo.add_argument("--keep-running", action="store_true", help="keep everything up afterwards")
 
     sub.add_parser("worker", help="run the worker against REMEDIUM_TEMPORAL_ADDRESS")
     sub.add_parser("ingress", help="run the webhook ingress against REMEDIUM_TEMPORAL_ADDRESS")
@@ -108,6 +117,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return asyncio.run(
             commands.up(args.temporal_port, args.ui_port, args.ingress_address, args.state_dir, args.demo)
         )
+    if args.command == "demo":
+        return asyncio.run(commands.demo(args.scenario, args.variant, args.keep_running))
     if args.command == "incident" and args.incident_command == "list":
         return asyncio.run(commands.incident_list(args.json, args.limit))
     if args.command == "incident":

@@ -1,0 +1,199 @@
+"""`remedium demo`: one scenario end to end, from a signed PagerDuty webhook to the final report.
+
+It starts what `remedium up --demo` starts (dev server, worker, ingress, sandboxes) on free
+ports with a throwaway Temporal database, seeds the scenario, delivers the webhook through
+the ingress exactly as PagerDuty would, prints the incident's timeline as it happens, and
+exits 0 only when the incident ended as the scenario expects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+from temporalio.client import WorkflowHandle
+
+from remedium.connection import connect
+from remedium.demo.sandboxes import WEBHOOK_SECRET, DemoSandboxes
+from remedium.demo.webhook import triggered_delivery
+from remedium.models import AuditEntry, IncidentResult
+from remedium.scenarios import load_scenario
+from remedium.settings import Settings
+
+DEMO_TIMEOUT_S = 600.0
+
+
+class DemoError(Exception):
+    """The demo could not run (not: the incident ended otherwise than expected)."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+LINE_WIDTH = 160
+
+
+def _line(entry: AuditEntry) -> str:
+    """One timeline line; long facts are cut (the full audit is in `remedium incident show`)."""
+    who = f" [{entry.actor}]" if entry.actor != "remedium" else ""
+    line = f"  {entry.at.strftime('%H:%M:%S')}  {entry.stage:<17} {entry.kind:<17}{who} {entry.message}"
+    return line if len(line) <= LINE_WIDTH else line[: LINE_WIDTH - 1] + "…"
+
+
+async def _follow(handle: WorkflowHandle[Any, Any], done: asyncio.Event) -> None:
+    """Print audit entries as they appear, until the incident is over and all are shown."""
+    shown = 0
+    while True:
+        finished = done.is_set()
+        try:
+            audit = await handle.query("audit", result_type=list[AuditEntry])
+        except Exception:  # not started yet, or a query racing the first task
+            audit = []
+        for entry in audit[shown:]:
+            print(_line(entry), flush=True)
+        shown = max(shown, len(audit))
+        if finished:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), timeout=0.5)
+
+
+async def _deliver(ingress: str, body: bytes, headers: dict[str, str]) -> str:
+    async with httpx.AsyncClient(timeout=30.0) as http:
+        for _ in range(100):
+            try:
+                response = await http.post(
+                    f"http://{ingress}/webhooks/pagerduty", content=body, headers=headers
+                )
+                break
+            except httpx.TransportError:
+                await asyncio.sleep(0.1)  # the ingress is still binding its port
+        else:
+            raise DemoError(f"the ingress at {ingress} never answered")
+    if response.status_code != 202:
+        raise DemoError(f"the ingress refused the webhook: {response.status_code} {response.text}")
+    workflow_id = str(response.json()["workflow_id"])
+    print(f"PagerDuty webhook delivered: 202 {response.text}", flush=True)
+    return workflow_id
+
+
+def _what_the_sandboxes_saw(sandboxes: DemoSandboxes, incident_id: str) -> list[str]:
+    kube_writes = [
+        f"{r.method} {r.path}"
+        for r in sandboxes.kube.requests
+        if r.method in ("POST", "PUT", "PATCH", "DELETE") and "dryRun" not in r.query and r.status < 300
+    ]
+    lines = ["Kubernetes writes (not dry runs): " + (", ".join(kube_writes) or "none")]
+    slack_parents = sandboxes.slack.top_level("C0INCIDENTS")
+    replies = sum(len(sandboxes.slack.thread(p["ts"])) - 1 for p in slack_parents)
+    lines.append(f"Slack: {len(slack_parents)} thread(s), {replies} repl(ies)")
+    for key, ticket in sorted(sandboxes.jira.tickets.items()):
+        lines.append(f"Jira {key} [{sandboxes.jira.status(key)}] {ticket.get('summary', '')}")
+    incident = sandboxes.pagerduty.incidents.get(incident_id, {})
+    notes = sandboxes.pagerduty.note_texts(incident_id)
+    lines.append(f"PagerDuty {incident_id}: {incident.get('status', '?')}, {len(notes)} note(s)")
+    return lines
+
+
+async def run_demo(scenario_name: str, keep_running: bool, variant: str | None = None) -> int:
+    import logging
+
+    from remedium.devserver import DevServer
+    from remedium.ingress.serve import connect_client, serve_ingress
+    from remedium.worker import running_worker
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per HTTP call drowns the timeline
+    scenario = load_scenario(scenario_name)
+    base = Settings.load()
+    sandboxes = DemoSandboxes.start()
+    state = Path(tempfile.mkdtemp(prefix="remedium-demo-"))
+    server = DevServer(state, free_port(), free_port())
+    stop = asyncio.Event()
+    try:
+        update = sandboxes.settings_update(state, None)
+        ingress = f"127.0.0.1:{free_port()}"
+        settings = base.model_copy(
+            update={
+                **update,
+                "ingress_address": ingress,
+                "task_queue": f"remedium-demo-{uuid.uuid4().hex[:6]}",
+                "temporal_ui_url": f"http://127.0.0.1:{server.ui_port}",
+            }
+        )
+        sandboxes.write_env(state / "sandbox.env", update)
+        if variant is None:
+            scenario.seed(sandboxes.world())
+        else:
+            scenario.seed(sandboxes.world(), variant)
+        incident_id = f"PDEMO{uuid.uuid4().hex[:8].upper()}"
+        alert = scenario.alert(incident_id)
+        sandboxes.pagerduty.add_incident(incident_id, alert.title)
+
+        print(f"Scenario {scenario.NAME}: {alert.title}", flush=True)
+        started = time.monotonic()
+        await server.start()
+        settings = settings.model_copy(update={"temporal_address": server.address})
+        client = await connect(settings)
+        async with running_worker(settings, client):
+            ingress_task = asyncio.create_task(serve_ingress(settings, connect_client(settings), stop))
+            print(f"Temporal UI: {server.ui_url}/namespaces/{settings.namespace}/workflows", flush=True)
+            body, headers = triggered_delivery(
+                alert, WEBHOOK_SECRET, sandboxes.pagerduty.incidents[incident_id]["html_url"]
+            )
+            workflow_id = await _deliver(ingress, body, headers)
+            handle = client.get_workflow_handle(workflow_id, result_type=IncidentResult)
+            done = asyncio.Event()
+            follower = asyncio.create_task(_follow(handle, done))
+            try:
+                result = await asyncio.wait_for(handle.result(), timeout=DEMO_TIMEOUT_S)
+            finally:
+                done.set()
+                await follower
+            elapsed = time.monotonic() - started
+            print()
+            print(result.report.markdown, flush=True)
+            print()
+            for line in _what_the_sandboxes_saw(sandboxes, incident_id):
+                print(line, flush=True)
+            expected = scenario.EXPECTED_OUTCOME if variant is None else _expected(scenario, variant)
+            ok = result.outcome == expected
+            print(
+                f"\nIncident {workflow_id}: {result.outcome} (expected {expected}) in {elapsed:.1f}s"
+                f" — {'OK' if ok else 'UNEXPECTED'}",
+                flush=True,
+            )
+            if keep_running:
+                print(f"Everything stays up; sandbox settings in {state / 'sandbox.env'}. Ctrl-C to stop.")
+                await _wait_for_signal()
+            stop.set()
+            await ingress_task
+        return 0 if ok else 1
+    finally:
+        stop.set()
+        await server.stop()
+        sandboxes.stop()
+
+
+def _expected(scenario: Any, variant: str) -> str:
+    outcomes = getattr(scenario, "EXPECTED_OUTCOMES", {})
+    return str(outcomes.get(variant, scenario.EXPECTED_OUTCOME))
+
+
+async def _wait_for_signal() -> None:
+    import signal
+
+    event = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, event.set)
+    await event.wait()

@@ -1,0 +1,155 @@
+"""Every sandbox the demo needs, started together and described as worker settings.
+
+`remedium up --demo` and `remedium demo` point the same worker code at these servers that
+production points at real clusters and SaaS APIs; the only difference is the settings,
+which are also written to `<state-dir>/sandbox.env` so an operator can reuse them.
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+
+from remedium.sandbox.jira import JiraSandbox
+from remedium.sandbox.kubernetes import KubernetesSandbox
+from remedium.sandbox.loki import LokiSandbox
+from remedium.sandbox.pagerduty import PagerDutySandbox
+from remedium.sandbox.prometheus import PrometheusSandbox
+from remedium.sandbox.slack import SlackSandbox
+from remedium.scenarios import SCENARIOS, ScenarioWorld, load_scenario
+
+SLACK_CHANNEL = "C0INCIDENTS"
+JIRA_PROJECT = "OPS"
+PAGERDUTY_FROM = "remedium@example.com"
+WEBHOOK_SECRET = "demo-pagerduty-webhook-secret"
+SLACK_SIGNING_SECRET = "demo-slack-signing-secret"
+ALERTMANAGER_TOKEN = "demo-alertmanager-token"
+
+DEMO_POLICY = """\
+# The demo's policy: high-risk steps wait for a human, the rest run inside the blast radius.
+apiVersion: remedium/v1
+kind: Policy
+approval:
+  approvers: [demo-operator, alice, bob]
+  required_for: [high]
+  timeout: 30m
+autonomy: auto
+blast_radius:
+  namespaces: [etl, payments, web, default]
+  label_selector: "remedium.io/protected!=true"
+  max_replicas_delta: 5
+rate_limits:
+  - action: kubernetes.rollout_restart
+    target: "*"
+    max: 3
+    per: 30m
+  - action: "jobs.*"
+    target: "*"
+    max: 2
+    per: 1h
+freeze:
+  on_frozen: wait
+  max_wait: 1h
+  poll: 30s
+"""
+
+
+@dataclass
+class DemoSandboxes:
+    kube: KubernetesSandbox
+    loki: LokiSandbox
+    prometheus: PrometheusSandbox
+    slack: SlackSandbox
+    jira: JiraSandbox
+    pagerduty: PagerDutySandbox
+    _stack: ExitStack = field(default_factory=ExitStack, repr=False)
+
+    @classmethod
+    def start(cls) -> DemoSandboxes:
+        stack = ExitStack()
+        try:
+            kube = KubernetesSandbox().start()
+            stack.callback(kube.stop)
+            loki = LokiSandbox().start()
+            stack.callback(loki.stop)
+            prometheus = PrometheusSandbox().start()
+            stack.callback(prometheus.stop)
+            slack = SlackSandbox(channels={SLACK_CHANNEL: "incidents"}).start()
+            stack.callback(slack.stop)
+            jira = JiraSandbox(project=JIRA_PROJECT).start()
+            stack.callback(jira.stop)
+            pagerduty = PagerDutySandbox(users=(PAGERDUTY_FROM,)).start()
+            stack.callback(pagerduty.stop)
+        except BaseException:
+            stack.close()
+            raise
+        return cls(kube, loki, prometheus, slack, jira, pagerduty, stack)
+
+    def stop(self) -> None:
+        self._stack.close()
+
+    def world(self) -> ScenarioWorld:
+        return ScenarioWorld(kube=self.kube, loki_url=self.loki.url, set_metric=self.prometheus.set)
+
+    def seed_all(self) -> list[str]:
+        """Every scenario's world at once (distinct namespaces), for `remedium up --demo`."""
+        world = self.world()
+        for name in SCENARIOS:
+            scenario = load_scenario(name)
+            scenario.seed(world)
+        return list(SCENARIOS)
+
+    def settings_update(self, state_dir: Path, policy_file: Path | None) -> dict[str, Any]:
+        """Settings pointing the worker and ingress at the sandboxes; writes kubeconfig and policy."""
+        state_dir.mkdir(parents=True, exist_ok=True)
+        kubeconfig = self.kube.write_kubeconfig(state_dir / "kubeconfig")
+        if policy_file is None:
+            policy_file = state_dir / "demo-policy.yaml"
+            policy_file.write_text(DEMO_POLICY)
+        return {
+            "kubeconfig": kubeconfig,
+            "kube_context": None,
+            "policy_file": policy_file,
+            "prometheus_url": self.prometheus.url,
+            "loki_url": self.loki.url,
+            "slack_token": SecretStr(self.slack.token),
+            "slack_channel": SLACK_CHANNEL,
+            "slack_api_url": self.slack.api_url,
+            "jira_url": self.jira.url,
+            "jira_user": self.jira.user,
+            "jira_token": SecretStr(self.jira.token),
+            "jira_project": JIRA_PROJECT,
+            "pagerduty_token": SecretStr(self.pagerduty.token),
+            "pagerduty_from": PAGERDUTY_FROM,
+            "pagerduty_api_url": self.pagerduty.url,
+            "pagerduty_webhook_secret": SecretStr(WEBHOOK_SECRET),
+            "slack_signing_secret": SecretStr(SLACK_SIGNING_SECRET),
+            "alertmanager_token": SecretStr(ALERTMANAGER_TOKEN),
+        }
+
+    def write_env(self, path: Path, update: dict[str, Any]) -> Path:
+        """The same settings as REMEDIUM_* lines (sandbox credentials only; they guard nothing real)."""
+        lines = ["# Settings of the sandbox started by `remedium up --demo` (REMEDIUM_CONFIG=this file)."]
+        for key, value in update.items():
+            if value is None:
+                continue
+            shown = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+            lines.append(f"REMEDIUM_{key.upper()}={shown}")
+            if key == "kubeconfig":
+                lines.append(f"KUBECONFIG={shown}")  # what kubectl reads, for poking at the sandbox
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    def describe(self) -> list[tuple[str, str]]:
+        return [
+            ("Kubernetes API", self.kube.url),
+            ("Loki", self.loki.url),
+            ("Prometheus API", self.prometheus.url),
+            ("Slack Web API", self.slack.api_url),
+            ("Jira REST", self.jira.url),
+            ("PagerDuty REST", self.pagerduty.url),
+        ]
