@@ -62,11 +62,13 @@ with workflow.unsafe.imports_passed_through():
 
 ENGINE_TIMEOUT = timedelta(seconds=30)
 ENGINE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=5)
+# ~2.5 minutes of retries: an API server restarting or a brief network partition delays
+# a step instead of failing it; non-retryable errors (404, 403, bad params) stop at once.
 ACTION_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
     maximum_interval=timedelta(seconds=30),
-    maximum_attempts=5,
+    maximum_attempts=10,
     non_retryable_error_types=["InvalidParams", "TemplateError"],
 )
 ACTION_HEARTBEAT = timedelta(seconds=10)

@@ -8,6 +8,8 @@ the incident escalates).
 
 from __future__ import annotations
 
+from typing import Any
+
 from remedium.models import Alert
 from remedium.sandbox.kubernetes import deployment
 from remedium.scenarios import ScenarioWorld
@@ -40,6 +42,10 @@ def alert(incident_id: str) -> Alert:
     )
 
 
+def deployment_manifest() -> dict[str, Any]:
+    return deployment(NAMESPACE, DEPLOYMENT, replicas=2, image=IMAGE, labels={"app": DEPLOYMENT})
+
+
 def seed(world: ScenarioWorld, variant: str = "recovering") -> None:
     if variant not in EXPECTED_OUTCOMES:
         raise ValueError(f"unknown variant {variant!r} of {NAME}; known: {', '.join(EXPECTED_OUTCOMES)}")
@@ -49,7 +55,7 @@ def seed(world: ScenarioWorld, variant: str = "recovering") -> None:
     kube.set_pod_behaviour(
         NAMESPACE, DEPLOYMENT, "ready" if variant == "recovering" else "oomkilled", revision=2
     )
-    kube.apply(deployment(NAMESPACE, DEPLOYMENT, replicas=2, image=IMAGE, labels={"app": DEPLOYMENT}))
+    kube.apply(deployment_manifest())
     kube.wait_until(lambda: _crashlooping(world) > 0, timeout=30)
 
 
