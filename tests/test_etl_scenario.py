@@ -93,12 +93,12 @@ async def test_etl_incident_follows_the_seeds_timeline(
     assert "replica-1" in dry.data["diff"] and "replica-2" in dry.data["diff"]
 
     # What really happened in the cluster.
-    cm = kube_core.read_namespaced_config_map(etl.CONFIGMAP, etl.NAMESPACE)
-    assert cm.data["SOURCE_REPLICA"] == "replica-1"
-    jobs = kube_batch.list_namespaced_job(etl.NAMESPACE).items
-    reruns = [j for j in jobs if j.metadata.name.startswith(f"{etl.JOB}-rerun-")]
+    cm = kube_core.read_namespaced_config_map(etl.CONFIGMAP, etl.NAMESPACE).to_dict()
+    assert cm["data"]["SOURCE_REPLICA"] == "replica-1"
+    jobs = [j.to_dict() for j in kube_batch.list_namespaced_job(etl.NAMESPACE).items]
+    reruns = [j for j in jobs if j["metadata"]["name"].startswith(f"{etl.JOB}-rerun-")]
     assert len(reruns) == 1
-    assert reruns[0].status.succeeded == 1
+    assert reruns[0]["status"]["succeeded"] == 1
 
     # Verify saw the re-run succeed; the report has the follow-up about replica-2.
     assert any(e.kind == "verify" and e.data["state"] == "resolved" for e in audit)
@@ -124,6 +124,6 @@ async def test_no_healthy_replica_means_no_action_and_escalation(
     assert result.outcome == "escalated"
     assert "facts.fallback" in result.reason, result.reason
     assert result.actions == []
-    cm = kube_core.read_namespaced_config_map(etl.CONFIGMAP, etl.NAMESPACE)
-    assert cm.data["SOURCE_REPLICA"] == "replica-2"
+    cm = kube_core.read_namespaced_config_map(etl.CONFIGMAP, etl.NAMESPACE).to_dict()
+    assert cm["data"]["SOURCE_REPLICA"] == "replica-2"
     assert not kube_sandbox.requests_to("PATCH", "configmaps")

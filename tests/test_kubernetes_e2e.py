@@ -130,11 +130,11 @@ async def test_crashloop_recovers_after_one_restart(
 
     assert result.outcome == "resolved", result.reason
     assert len(restarts(kube_sandbox)) == 1
-    d = kube_apps.read_namespaced_deployment("api", "payments")
-    annotations = d.spec.template.metadata.annotations or {}
+    d = kube_apps.read_namespaced_deployment("api", "payments").to_dict()
+    annotations = d["spec"]["template"]["metadata"]["annotations"] or {}
     assert "kubectl.kubernetes.io/restartedAt" in annotations  # exactly where kubectl puts it
-    assert d.metadata.annotations["deployment.kubernetes.io/revision"] == "2"
-    assert d.status.ready_replicas == 2
+    assert d["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "2"
+    assert d["status"]["ready_replicas"] == 2
     kinds = [e.kind for e in audit]
     assert kinds.index("dry_run") < kinds.index("action_started") < kinds.index("verify")
     assert not any(e.kind == "rollback_started" for e in audit)
@@ -159,9 +159,9 @@ async def test_worse_revision_is_rolled_back_at_once_and_escalated(
     assert verify_rounds[-1].data["state"] == "worse"
     assert len(verify_rounds) < 5, "worse_if acts at once, long before `within`"
     assert any(e.kind == "rolled_back" for e in audit)
-    after = kube_apps.read_namespaced_deployment("api", "payments")
-    assert after.spec.template.to_dict() == before, "the pod template is the one before the restart"
-    assert after.metadata.annotations["deployment.kubernetes.io/revision"] == "3"  # undo = a new revision
+    after = kube_apps.read_namespaced_deployment("api", "payments").to_dict()
+    assert after["spec"]["template"] == before, "the pod template is the one before the restart"
+    assert after["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "3"  # undo = new revision
 
 
 # ---------------------------------------------------------------- guardrails
