@@ -13,7 +13,7 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, RetryState
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
@@ -267,7 +267,10 @@ class IncidentWorkflow:
                 ),
             )
         except ActivityError as err:
-            return Fact(id=spec.id, kind=spec.kind, ok=False, error=_failure_message(err))
+            error = _failure_message(err)
+            if err.retry_state == RetryState.TIMEOUT:
+                error = f"timed out: no answer within its {spec.timeout} timeout (last: {error})"
+            return Fact(id=spec.id, kind=spec.kind, ok=False, error=error)
         return fact
 
     # ----------------------------------------------------------------- act
