@@ -169,3 +169,37 @@ async def test_failing_channels_do_not_change_remediation_and_are_audited(
     assert pagerduty_sandbox.incidents[alert.id]["status"] == "resolved"
     assert len(pagerduty_sandbox.requests_to("PUT", r"/incidents/")) >= 1
     assert not jira_sandbox.tickets, "Jira stayed down: nothing was created"
+
+
+async def test_rate_limits_timeouts_and_a_down_pagerduty(
+    ts_env: WorkflowEnvironment,
+    tmp_path: Path,
+    target: TargetService,
+    slack_sandbox: SlackSandbox,
+    jira_sandbox: JiraSandbox,
+    pagerduty_sandbox: PagerDutySandbox,
+) -> None:
+    rb_dir, policy = write_config(tmp_path, [restart_runbook(approval_required=False)], required_for=[])
+    settings = _settings(tmp_path, rb_dir, policy, slack_sandbox, jira_sandbox, pagerduty_sandbox)
+    alert = _alert(target, pagerduty_sandbox)
+    slack_sandbox.fail_next(r"chat\.postMessage", 429, count=2, retry_after=1)
+    jira_sandbox.stall_next(r"/rest/api/2/issue$", 12.0)  # longer than the client's 10 s timeout
+    pagerduty_sandbox.stop()  # PagerDuty unreachable for the whole incident
+
+    async with worker_for(ts_env.client, settings):
+        handle = await start(ts_env.client, settings, alert)
+        result: IncidentResult = await handle.result()
+        audit = await handle.query("audit", result_type=list[AuditEntry])
+
+    assert result.outcome == "resolved"
+    assert len(target.applied) == 1
+    failed_channels = {str(e.data.get("channel")) for e in audit if e.kind == "report_failed"}
+    assert failed_channels == {"pagerduty"}, [e.message for e in audit if e.kind == "report_failed"]
+
+    thread, text = _thread_text(slack_sandbox)
+    assert "Reporting to pagerduty failed" in text
+    assert len(slack_sandbox.requests_to("POST", r"chat\.postMessage")) > len(thread) - 1
+    keys = jira_sandbox.find(incident_label(alert.workflow_id))
+    assert len(keys) == 1, "the timed-out create was retried without a second ticket"
+    assert jira_sandbox.status(keys[0]) == "Done"
+    assert any("Reporting to pagerduty failed" in c for c in jira_sandbox.comments(keys[0]))
