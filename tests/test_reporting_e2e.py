@@ -71,6 +71,14 @@ def _alert(target: TargetService, pd: PagerDutySandbox) -> Alert:
     )
 
 
+def _unattended(
+    tmp: Path, target: TargetService, slack: SlackSandbox, jira: JiraSandbox, pd: PagerDutySandbox
+) -> tuple[Settings, Alert]:
+    """An incident that needs no approval, reported to all three sandboxes."""
+    rb_dir, policy = write_config(tmp, [restart_runbook(approval_required=False)], required_for=[])
+    return _settings(tmp, rb_dir, policy, slack, jira, pd), _alert(target, pd)
+
+
 def _thread_text(slack: SlackSandbox) -> tuple[list[dict[str, Any]], str]:
     parents = slack.top_level(CHANNEL)
     assert len(parents) == 1, f"one thread per incident, got {len(parents)} top-level messages"
@@ -144,9 +152,7 @@ async def test_failing_channels_do_not_change_remediation_and_are_audited(
     jira_sandbox: JiraSandbox,
     pagerduty_sandbox: PagerDutySandbox,
 ) -> None:
-    rb_dir, policy = write_config(tmp_path, [restart_runbook(approval_required=False)], required_for=[])
-    settings = _settings(tmp_path, rb_dir, policy, slack_sandbox, jira_sandbox, pagerduty_sandbox)
-    alert = _alert(target, pagerduty_sandbox)
+    settings, alert = _unattended(tmp_path, target, slack_sandbox, jira_sandbox, pagerduty_sandbox)
     slack_sandbox.stop()  # Slack is down for the whole incident
     jira_sandbox.fail_next(r"/rest/api/2/", 500, count=10_000)  # Jira answers 500 to everything
     pagerduty_sandbox.fail_next(r"/incidents/", 429, count=1, retry_after=1)  # one rate limit, then fine
@@ -179,9 +185,7 @@ async def test_rate_limits_timeouts_and_a_down_pagerduty(
     jira_sandbox: JiraSandbox,
     pagerduty_sandbox: PagerDutySandbox,
 ) -> None:
-    rb_dir, policy = write_config(tmp_path, [restart_runbook(approval_required=False)], required_for=[])
-    settings = _settings(tmp_path, rb_dir, policy, slack_sandbox, jira_sandbox, pagerduty_sandbox)
-    alert = _alert(target, pagerduty_sandbox)
+    settings, alert = _unattended(tmp_path, target, slack_sandbox, jira_sandbox, pagerduty_sandbox)
     slack_sandbox.fail_next(r"chat\.postMessage", 429, count=2, retry_after=1)
     jira_sandbox.stall_next(r"/rest/api/2/issue$", 12.0)  # longer than the client's 10 s timeout
     pagerduty_sandbox.stop()  # PagerDuty unreachable for the whole incident
