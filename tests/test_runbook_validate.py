@@ -30,6 +30,22 @@ VALID = FIXTURES / "runbooks" / "valid"
 INVALID = FIXTURES / "runbooks" / "invalid"
 POLICIES = FIXTURES / "policies"
 
+# Every registered kind is listed in the message, so an operator sees what they could have meant.
+KNOWN_DIAGNOSTICS = "http, kubernetes, logs, metric"
+KNOWN_ACTIONS = ", ".join(
+    [
+        "http.request",
+        "jobs.rerun",
+        "jobs.trigger_cronjob",
+        "jobs.wait",
+        "kubernetes.delete_pod",
+        "kubernetes.patch_configmap",
+        "kubernetes.rollback",
+        "kubernetes.rollout_restart",
+        "kubernetes.scale",
+        "kubernetes.wait_rollout",
+    ]
+)
 HTTP_KEYS = "expect_status, headers, json, method, undo, url"
 STEP_KEYS = "action, approval, description, id, risk, timeout, when, with"
 TOP_KEYS = "apiVersion, decide, diagnose, escalate, kind, limits, match, metadata, plan, report, verify"
@@ -75,8 +91,8 @@ EXPECTED: dict[str, list[str]] = {
         f"9:5: unknown key 'actoin' (allowed: {STEP_KEYS})",
     ],
     "unknown-action.yaml": [
-        "9:11: unknown diagnostic kind 'htp' (known: http)",
-        "13:13: unknown action 'k8s.restrat' (known: http.request)",
+        f"9:11: unknown diagnostic kind 'htp' (known: {KNOWN_DIAGNOSTICS})",
+        f"13:13: unknown action 'k8s.restrat' (known: {KNOWN_ACTIONS})",
     ],
     "wrong-type.yaml": ["15:16: limits.max_actions: expected an integer, got 'three'"],
     "yaml-syntax.yaml": [
