@@ -7,10 +7,37 @@ worked, and what is left for humans.
 
 from __future__ import annotations
 
+from typing import Any
+
 from remedium.models import AuditEntry, Escalation, ReportRequest
 
 TIMELINE_LIMIT = 60
 FACT_LIMIT = 300
+_SHORT_LIST = 3
+_SHORT_DICT = 4
+
+
+def _brief_item(value: Any) -> str:
+    if isinstance(value, dict):
+        if len(value) <= _SHORT_DICT and all(not isinstance(v, dict | list) for v in value.values()):
+            return "{" + ", ".join(f"{k}: {_brief_item(v)}" for k, v in value.items()) + "}"
+        return f"{{{len(value)} keys}}"
+    if isinstance(value, list):
+        if len(value) <= _SHORT_LIST and all(not isinstance(v, dict | list) for v in value):
+            return "[" + ", ".join(str(v) for v in value) + "]"
+        return f"[{len(value)} items]"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def fact_brief(value: Any, limit: int = FACT_LIMIT) -> str:
+    """A fact as one readable line (`count=2 max=8280 breached=True`), not a Python repr."""
+    if isinstance(value, dict):
+        text = " ".join(f"{k}={_brief_item(v)}" for k, v in value.items() if v is not None)
+    else:
+        text = _brief_item(value)
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def _by_step(audit: list[AuditEntry], kind: str) -> dict[str, AuditEntry]:
@@ -34,9 +61,7 @@ def incident_summary(
     decisions = [e for e in audit if e.kind == "decision"]
     lines.append(f"- {decisions[-1].message}" if decisions else "- no runbook decision was reached")
     for fact in request.facts.values():
-        shown = str(fact.value) if fact.ok else f"FAILED: {fact.error}"
-        if len(shown) > FACT_LIMIT:
-            shown = shown[:FACT_LIMIT] + "…"
+        shown = fact_brief(fact.value) if fact.ok else f"FAILED: {fact.error}"[:FACT_LIMIT]
         query = f" — `{fact.query}`" if fact.query else ""
         lines.append(f"- `{fact.id}` ({fact.kind}){query}: {shown}")
 

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.api.workflowservice.v1 import ListOpenWorkflowExecutionsRequest
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
@@ -59,7 +61,7 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
 
 
 @pytest.fixture(scope="session")
-async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
+async def ts_server() -> AsyncIterator[WorkflowEnvironment]:
     """The time-skipping test server, search attributes registered through the operator API."""
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=_binary("temporal-test-server"),
@@ -77,6 +79,38 @@ async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
         yield env
     finally:
         await env.shutdown()
+
+
+@pytest.fixture
+async def ts_env(ts_server: WorkflowEnvironment) -> AsyncIterator[WorkflowEnvironment]:
+    """The session's time-skipping server, left with no open workflow by each test.
+
+    The test server will not skip time while a workflow task waits for a worker, so a workflow
+    a test leaves behind (an incident, a rate-limit entity) whose worker has gone would freeze
+    the clock of every later test: each test terminates what it left open.
+    """
+    yield ts_server
+    await terminate_open_workflows(ts_server)
+
+
+async def terminate_open_workflows(env: WorkflowEnvironment) -> None:
+    client = env.client
+    seen: set[str] = set()
+    while True:
+        page = await client.workflow_service.list_open_workflow_executions(
+            ListOpenWorkflowExecutionsRequest(namespace=client.namespace, maximum_page_size=100)
+        )
+        fresh = [e.execution for e in page.executions if e.execution.run_id not in seen]
+        if not fresh:
+            return
+        for execution in fresh:
+            seen.add(execution.run_id)
+            handle = client.get_workflow_handle(execution.workflow_id, run_id=execution.run_id)
+            try:
+                await handle.terminate("test isolation: left open by a finished test")
+            except RPCError as err:  # it finished on its own meanwhile
+                if err.status not in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
+                    raise
 
 
 def dev_address(env: WorkflowEnvironment) -> str:

@@ -77,6 +77,7 @@ async def test_etl_incident_follows_the_seeds_timeline(
     lag = diagnostics["replica_lag"].data
     assert lag["value"]["by"] == {"replica-1": 240.0, "replica-2": 2.3 * 3600}
     assert lag["query"] == "PromQL: pg_replication_lag_seconds"
+    assert "by={replica-1: 240, replica-2: 8280}" in diagnostics["replica_lag"].message  # readable line
     fallback = diagnostics["fallback"].data
     assert fallback["ok"] and fallback["value"]["breached"] is False  # replica-1 healthy
     assert diagnostics["job"].data["value"]["state"] == "failed"

@@ -57,6 +57,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from remedium.models.runbook import DiagnosticSpec
     from remedium.names import SA_RUNBOOK, SA_SERVICE, SA_SEVERITY, SA_STAGE
+    from remedium.summary import fact_brief
     from workflows.details import current_details
     from workflows.outbox import Outbox
 
@@ -238,7 +239,7 @@ class IncidentWorkflow:
         facts = await asyncio.gather(*(self._run_diagnostic(spec) for spec in specs))
         for fact in facts:
             self._facts[fact.id] = fact
-            shown = str(fact.value)[:500] if fact.ok else f"failed: {fact.error}"
+            shown = fact_brief(fact.value) if fact.ok else f"failed: {fact.error}"
             self._record(
                 "diagnostic",
                 f"{fact.id} ({fact.kind}): {shown}",
@@ -832,7 +833,7 @@ class IncidentWorkflow:
     def _facts_markdown(self) -> str:
         lines = []
         for fact in self._facts.values():
-            shown = str(fact.value)[:300] if fact.ok else f"FAILED: {fact.error}"
+            shown = fact_brief(fact.value) if fact.ok else f"FAILED: {fact.error}"
             lines.append(f"- `{fact.id}` ({fact.kind}): {shown}")
         return "\n".join(lines)
 
