@@ -36,11 +36,12 @@ from activities.runtime import _params
 from remedium.models import ActionRequest, ActionResult, RollbackRequest
 from remedium.sandbox.kubernetes import KubernetesSandbox, configmap, cronjob, deployment, job
 from remedium.settings import Settings
+from tests.support import VECTORS_DIR
 
 NS = "payments"
 REVISION = "deployment.kubernetes.io/revision"
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
-VECTORS = Path("/work/shared/vectors/kubernetes_client_request_vectors.json")
+VECTORS = VECTORS_DIR / "kubernetes_client_request_vectors.json"
 GENERATED = {
     "controller-uid",
     "batch.kubernetes.io/controller-uid",

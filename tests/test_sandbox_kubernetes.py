@@ -14,10 +14,11 @@ import urllib3
 from kubernetes.client import ApiException, AppsV1Api, CoreV1Api
 
 from remedium.sandbox.kubernetes import KubernetesSandbox, configmap, cronjob, deployment, job
+from tests.support import VECTORS_DIR
 
 NS = "payments"
 REVISION = "deployment.kubernetes.io/revision"
-VECTORS = Path("/work/shared/vectors/kubernetes_client_request_vectors.json")
+VECTORS = VECTORS_DIR / "kubernetes_client_request_vectors.json"
 RESTART_PATCH = {
     "spec": {
         "template": {

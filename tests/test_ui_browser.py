@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -28,7 +29,8 @@ from tests.test_remedium_up import VECTOR, WORKFLOW_ID, Up, _wait_stage, api_inc
 if TYPE_CHECKING:
     from playwright.async_api import Locator, Page
 
-NOTES = Path("/work/notes")
+# Where to keep the screenshots for a human to look at (unset: only in the test's tmp dir).
+ARTIFACTS = os.environ.get("REMEDIUM_TEST_ARTIFACTS")
 NAMESPACE = "default"
 APPROVAL = {"by": "ui-operator"}
 
@@ -111,8 +113,8 @@ async def _send_approve_signal(page: Page) -> None:
 
 
 def _keep(shot: Path) -> None:
-    if NOTES.is_dir():
-        shutil.copyfile(shot, NOTES / f"ui-{shot.name}")
+    if ARTIFACTS and Path(ARTIFACTS).is_dir():
+        shutil.copyfile(shot, Path(ARTIFACTS) / f"ui-{shot.name}")
 
 
 @pytest.mark.timeout(400)
