@@ -2,8 +2,9 @@
 
 Only incidents that came from PagerDuty have somewhere to write; others are skipped with the
 reason. Every note carries the event's marker and the incident's notes are read first, so a
-retried activity never writes twice. Escalation writes its note (naming the target level)
-before escalating, and setting a level is itself repeatable, so a retry finishes the job.
+retried activity never writes twice. Escalation follows the policy (`escalation.pagerduty`:
+a level, users, or an escalation policy), writes its note naming the target first, and the
+update itself is repeatable, so a retry finishes the job.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import httpx
 
 from activities.registry import Clients, Reporter, register_reporter
 from remedium.models import ReportEvent, ReportResult
+from remedium.models.policy import PagerDutyEscalation
 from remedium.report_render import (
     incident_link,
     marker,
@@ -31,7 +33,6 @@ log = logging.getLogger("remedium.report.pagerduty")
 
 ACCEPT = "application/vnd.pagerduty+json;version=2"
 TIMEOUT = httpx.Timeout(10.0, connect=5.0)
-ESCALATE_TO_LEVEL = 2  # the Incident resource does not expose its current level: hand over to level 2
 SILENT_KINDS = frozenset({"dry_run"})  # the approval request repeats it; one note is enough
 NOTE_LIMIT = 24000
 
@@ -55,14 +56,23 @@ def pagerduty_http_client(settings: Settings) -> httpx.AsyncClient | None:
 class PagerDutyReporter(Reporter):
     channel = "pagerduty"
 
-    def __init__(self, client: httpx.AsyncClient | None, sender: str | None, ui_base: str) -> None:
+    def __init__(
+        self,
+        client: httpx.AsyncClient | None,
+        sender: str | None,
+        ui_base: str,
+        escalation: PagerDutyEscalation | None = None,
+    ) -> None:
         self._client = client
         self._from = sender
         self._ui = ui_base
+        self._escalation = escalation or PagerDutyEscalation()
 
     @classmethod
     def build(cls, clients: Clients) -> Self:
-        return cls(clients.pagerduty, clients.pagerduty_from, clients.temporal_ui_url)
+        return cls(
+            clients.pagerduty, clients.pagerduty_from, clients.temporal_ui_url, clients.pagerduty_escalation
+        )
 
     def _result(self, ok: bool, detail: str, ref: str | None = None, skipped: bool = False) -> ReportResult:
         return ReportResult(channel="pagerduty", ok=ok, skipped=skipped, detail=detail, ref=ref)
@@ -106,10 +116,7 @@ class PagerDutyReporter(Reporter):
             else:
                 content = plain_text(event, link)
                 if escalating:
-                    content = (
-                        f"Remedium hands this incident over to escalation level {ESCALATE_TO_LEVEL}.\n"
-                        f"Reason: {event.title}\n\n" + content
-                    )
+                    content = f"Remedium {self._escalation.describe()}.\nReason: {event.title}\n\n" + content
                 if len(content) > NOTE_LIMIT:
                     content = content[: NOTE_LIMIT - len(tag) - 2] + "…\n" + tag
                 await self._call("POST", f"/incidents/{incident_id}/notes", {"note": {"content": content}})
@@ -132,12 +139,9 @@ class PagerDutyReporter(Reporter):
                 if status == "resolved":
                     done.append("not escalated: already resolved upstream")
                 else:
-                    change = {
-                        "type": "incident_reference",
-                        "escalation_level": ESCALATE_TO_LEVEL,
-                    }
+                    change = {"type": "incident_reference", **self._escalation.incident_change()}
                     await self._call("PUT", f"/incidents/{incident_id}", {"incident": change})
-                    done.append(f"escalated to level {ESCALATE_TO_LEVEL}")
+                    done.append("escalated: " + self._escalation.describe().replace("this incident ", ""))
         return self._result(True, ", ".join(done) or "nothing to write", ref=incident_id)
 
     async def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -11,7 +11,7 @@ integrations plug in without the workflow knowing about them.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
 import httpx
@@ -26,6 +26,7 @@ from remedium.models import (
     ReportResult,
     RollbackRequest,
 )
+from remedium.models.policy import PagerDutyEscalation
 
 P = TypeVar("P", bound=BaseModel)
 
@@ -48,6 +49,7 @@ class Clients:
     jira_project: str | None = None
     pagerduty: httpx.AsyncClient | None = None  # base_url = REMEDIUM_PAGERDUTY_API_URL, token applied
     pagerduty_from: str | None = None
+    pagerduty_escalation: PagerDutyEscalation = field(default_factory=PagerDutyEscalation)  # from the policy
     temporal_ui_url: str = "http://localhost:8233"
 
 

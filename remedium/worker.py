@@ -7,6 +7,7 @@ on a namespace that lacks our search attributes (which would silently stall work
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -88,6 +89,7 @@ def build_activities(
     runbooks: list[Runbook], policy: Policy, clients: Clients, ui_url: str = ""
 ) -> list[Callable[..., Any]]:
     activities: list[Callable[..., Any]] = []
+    clients = dataclasses.replace(clients, pagerduty_escalation=policy.escalation.pagerduty)
     for action_cls in action_catalog().values():
         activities += action_activities(action_cls.build(clients))
     for diagnostic_cls in diagnostic_catalog().values():

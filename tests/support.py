@@ -192,6 +192,7 @@ def write_config(
     runbooks: list[dict[str, Any]],
     approvers: list[str] | None = None,
     required_for: list[str] | None = None,
+    policy_extra: dict[str, Any] | None = None,
 ) -> tuple[Path, Path]:
     rb_dir = tmp / "runbooks"
     rb_dir.mkdir(exist_ok=True)
@@ -208,6 +209,7 @@ def write_config(
                     "required_for": required_for if required_for is not None else ["medium", "high"],
                     "timeout": "30m",
                 },
+                **(policy_extra or {}),
             }
         )
     )

@@ -12,6 +12,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.pagerduty import PagerDutyReporter, pagerduty_http_client
 from remedium.models import ReportEvent
+from remedium.models.policy import PagerDutyEscalation
 from remedium.sandbox.pagerduty import PagerDutySandbox
 from remedium.settings import Settings
 from tests.plugins.messaging import PD_INCIDENT
@@ -37,9 +38,11 @@ async def client(pagerduty_sandbox: PagerDutySandbox) -> AsyncIterator[httpx.Asy
 
 
 def _reporter(
-    client: httpx.AsyncClient | None, sender: str | None = "remedium@example.com"
+    client: httpx.AsyncClient | None,
+    sender: str | None = "remedium@example.com",
+    escalation: PagerDutyEscalation | None = None,
 ) -> PagerDutyReporter:
-    return PagerDutyReporter(client, sender, UI)
+    return PagerDutyReporter(client, sender, UI, escalation)
 
 
 async def test_notes_are_written_once_per_event_even_when_retried(
@@ -96,6 +99,41 @@ async def test_escalation_raises_the_level_and_explains_why(
     (note,) = pagerduty_sandbox.note_texts(PD_INCIDENT)
     assert "escalation level 2" in note and "Verification failed twice" in note
     assert "/namespaces/default/workflows/incident-pagerduty-PGR0VU2" in note
+
+
+async def test_policy_can_reassign_to_people_instead_of_raising_the_level(
+    pagerduty_sandbox: PagerDutySandbox, client: httpx.AsyncClient, report_event: Make
+) -> None:
+    escalation = PagerDutyEscalation(assign_to=["PSRELD1", "PDBA002"])
+    event = report_event("outcome", 9, outcome="escalated", escalate=True, title="Rollback did not help")
+    result = await _reporter(client, escalation=escalation).post(event)
+
+    incident = pagerduty_sandbox.incidents[PD_INCIDENT]
+    assert [a["assignee"]["id"] for a in incident["assignments"]] == ["PSRELD1", "PDBA002"]
+    assert incident["assigned_via"] == "direct_assignment"
+    assert incident["escalation_level"] == 1, "reassigned, not escalated"
+    (note,) = pagerduty_sandbox.note_texts(PD_INCIDENT)
+    assert "Remedium reassigns this incident to PSRELD1, PDBA002." in note
+    assert result.detail == "note added, escalated: reassigns to PSRELD1, PDBA002"
+    (put,) = pagerduty_sandbox.requests_to("PUT", "/incidents/")
+    assert put.json["incident"] == {
+        "type": "incident_reference",
+        "assignments": [
+            {"assignee": {"id": "PSRELD1", "type": "user_reference"}},
+            {"assignee": {"id": "PDBA002", "type": "user_reference"}},
+        ],
+    }
+
+
+async def test_policy_can_hand_over_to_another_escalation_policy(
+    pagerduty_sandbox: PagerDutySandbox, client: httpx.AsyncClient, report_event: Make
+) -> None:
+    escalation = PagerDutyEscalation(escalation_policy="PDBAPOL")
+    event = report_event("outcome", 9, outcome="escalated", escalate=True, title="No runbook matched")
+    await _reporter(client, escalation=escalation).post(event)
+    incident = pagerduty_sandbox.incidents[PD_INCIDENT]
+    assert incident["escalation_policy"]["id"] == "PDBAPOL"
+    assert "escalation policy PDBAPOL" in pagerduty_sandbox.note_texts(PD_INCIDENT)[0]
 
 
 async def test_other_sources_and_missing_configuration_are_skipped(

@@ -207,3 +207,35 @@ async def test_rate_limits_timeouts_and_a_down_pagerduty(
     assert len(keys) == 1, "the timed-out create was retried without a second ticket"
     assert jira_sandbox.status(keys[0]) == "Done"
     assert any("Reporting to pagerduty failed" in c for c in jira_sandbox.comments(keys[0]))
+
+
+async def test_unfixable_incident_is_reassigned_upstream_as_the_policy_says(
+    ts_env: WorkflowEnvironment,
+    tmp_path: Path,
+    slack_sandbox: SlackSandbox,
+    jira_sandbox: JiraSandbox,
+    pagerduty_sandbox: PagerDutySandbox,
+) -> None:
+    service = TargetService(health_status=500, health_after_restart=500).start()  # restart does not help
+    try:
+        rb_dir, policy = write_config(
+            tmp_path,
+            [restart_runbook(approval_required=False)],
+            required_for=[],
+            policy_extra={"escalation": {"pagerduty": {"assign_to": ["PSRELD1"]}}},
+        )
+        settings = _settings(tmp_path, rb_dir, policy, slack_sandbox, jira_sandbox, pagerduty_sandbox)
+        alert = _alert(service, pagerduty_sandbox)
+        async with worker_for(ts_env.client, settings):
+            result: IncidentResult = await (await start(ts_env.client, settings, alert)).result()
+    finally:
+        service.stop()
+
+    assert result.outcome == "escalated", result.reason
+    assert [d.path for d in service.applied] == ["/admin/restart", "/admin/restore"], "rolled back first"
+    incident = pagerduty_sandbox.incidents[alert.id]
+    assert incident["status"] == "triggered", "an escalated incident stays open upstream"
+    assert [a["assignee"]["id"] for a in incident["assignments"]] == ["PSRELD1"]
+    notes = "\n".join(pagerduty_sandbox.note_texts(alert.id))
+    assert "Remedium reassigns this incident to PSRELD1." in notes
+    assert "verification failed" in notes.lower()

@@ -234,6 +234,21 @@ def test_policy_typo_reports_line_and_column() -> None:
     ]
 
 
+def test_policy_escalation_takes_one_way_to_hand_over(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(
+        "apiVersion: remedium/v1\nkind: Policy\nescalation:\n  pagerduty:\n"
+        "    escalation_level: 3\n    assign_to: [PUSER01]\n"
+    )
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+    assert str(caught.value) == (
+        f"{path}:5:5: escalation.pagerduty: choose one way to escalate, not escalation_level and assign_to"
+    )
+    path.write_text("escalation:\n  pagerduty:\n    assign_to: [PUSER01, PUSER02]\n")
+    assert load_policy(path).escalation.pagerduty.describe() == "reassigns this incident to PUSER01, PUSER02"
+
+
 def test_policy_missing_file() -> None:
     with pytest.raises(PolicyError) as caught:
         load_policy(Path("no/such/policy.yaml"))

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Literal
+from typing import Any, Literal, Self
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from remedium.models.common import Duration, UserModel
 from remedium.models.runbook import Risk
 from remedium.selectors import check_selector
 
 ALL_RISKS: tuple[Risk, ...] = ("low", "medium", "high")
+DEFAULT_ESCALATION_LEVEL = 2  # the Incident resource does not expose its current level
 
 
 class ApprovalPolicy(UserModel):
@@ -72,6 +73,59 @@ class FreezePolicy(UserModel):
     poll: Duration = Field(default=timedelta(seconds=30), description="how often a waiting incident checks")
 
 
+class PagerDutyEscalation(UserModel):
+    """How an incident Remedium could not fix is handed to humans upstream: one of the three."""
+
+    escalation_level: int | None = Field(
+        default=None, ge=1, description="raise the incident to this level of its escalation policy"
+    )
+    assign_to: list[str] = Field(
+        default_factory=list, description="PagerDuty user ids to reassign the incident to"
+    )
+    escalation_policy: str | None = Field(
+        default=None, description="id of an escalation policy to reassign the incident to"
+    )
+
+    @model_validator(mode="after")
+    def _one_way(self) -> Self:
+        chosen = [
+            name
+            for name, value in (
+                ("escalation_level", self.escalation_level),
+                ("assign_to", self.assign_to),
+                ("escalation_policy", self.escalation_policy),
+            )
+            if value
+        ]
+        if len(chosen) > 1:
+            raise ValueError(f"choose one way to escalate, not {' and '.join(chosen)}")
+        return self
+
+    def incident_change(self) -> dict[str, Any]:
+        """The fields of `PUT /incidents/{id}` that hand the incident over (default: level 2)."""
+        if self.assign_to:
+            return {
+                "assignments": [{"assignee": {"id": u, "type": "user_reference"}} for u in self.assign_to]
+            }
+        if self.escalation_policy:
+            return {
+                "escalation_policy": {"id": self.escalation_policy, "type": "escalation_policy_reference"}
+            }
+        return {"escalation_level": self.escalation_level or DEFAULT_ESCALATION_LEVEL}
+
+    def describe(self) -> str:
+        if self.assign_to:
+            return "reassigns this incident to " + ", ".join(self.assign_to)
+        if self.escalation_policy:
+            return f"reassigns this incident to escalation policy {self.escalation_policy}"
+        level = self.escalation_level or DEFAULT_ESCALATION_LEVEL
+        return f"hands this incident over to escalation level {level}"
+
+
+class EscalationPolicy(UserModel):
+    pagerduty: PagerDutyEscalation = Field(default_factory=PagerDutyEscalation)
+
+
 class Policy(UserModel):
     api_version: Literal["remedium/v1"] = Field(default="remedium/v1", alias="apiVersion")
     kind: Literal["Policy"] = "Policy"
@@ -84,3 +138,4 @@ class Policy(UserModel):
     blast_radius: BlastRadius = Field(default_factory=BlastRadius)
     rate_limits: list[RateLimit] = Field(default_factory=list)
     freeze: FreezePolicy = Field(default_factory=FreezePolicy)
+    escalation: EscalationPolicy = Field(default_factory=EscalationPolicy)

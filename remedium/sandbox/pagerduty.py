@@ -181,15 +181,57 @@ class PagerDutySandbox(HttpDouble):
         status = change.get("status")
         if status is not None and status not in ("triggered", "acknowledged", "resolved"):
             return _error(400, "Invalid Input Provided", 2001, f"Status '{status}' is not valid")
+        handover = [k for k in ("escalation_level", "assignments", "escalation_policy") if k in change]
+        if len(handover) > 1:
+            return _error(
+                400, "Invalid Input Provided", 2001, f"Only one of {', '.join(handover)} may be given"
+            )
+        if handover and incident["status"] == "resolved" and status is None:
+            return _error(400, "Invalid Input Provided", 2001, "Incident Already Resolved")
         level = change.get("escalation_level")
         if level is not None:
             if not isinstance(level, int) or not 1 <= level <= ESCALATION_LEVELS:
                 return _error(400, "Invalid Input Provided", 2001, "Escalation level is not valid")
-            if incident["status"] == "resolved" and status is None:
-                return _error(400, "Invalid Input Provided", 2001, "Incident Already Resolved")
             incident["escalation_level"] = level
             self.log.append(
                 {"type": "escalate_log_entry", "incident": incident_id, "level": level, "agent": user}
+            )
+        if "assignments" in change:
+            assignees = _references(change["assignments"], "assignee", "user_reference")
+            if not assignees:
+                return _error(400, "Invalid Input Provided", 2001, "Assignments are not valid")
+            incident["assignments"] = [
+                {
+                    "at": _now(),
+                    "assignee": {**ref, "summary": ref["id"], "self": f"{self._base()}/users/{ref['id']}"},
+                }
+                for ref in assignees
+            ]
+            incident["assigned_via"] = "direct_assignment"
+            self.log.append(
+                {
+                    "type": "assign_log_entry",
+                    "incident": incident_id,
+                    "assignees": [r["id"] for r in assignees],
+                    "agent": user,
+                }
+            )
+        if "escalation_policy" in change:
+            policies = _references([{"p": change["escalation_policy"]}], "p", "escalation_policy_reference")
+            if not policies:
+                return _error(400, "Invalid Input Provided", 2001, "Escalation policy is not valid")
+            policy = policies[0]
+            incident["escalation_policy"] = {**policy, "summary": policy["id"]}
+            incident["assignments"] = []
+            incident["assigned_via"] = "escalation_policy"
+            incident["escalation_level"] = 1
+            self.log.append(
+                {
+                    "type": "assign_log_entry",
+                    "incident": incident_id,
+                    "escalation_policy": policy["id"],
+                    "agent": user,
+                }
             )
         if status is not None and status != incident["status"]:
             incident["status"] = status
@@ -205,3 +247,13 @@ class PagerDutySandbox(HttpDouble):
             )
         incident["updated_at"] = _now()
         return Reply(200, {"incident": self._public(incident)})
+
+
+def _references(items: Any, key: str, kind: str) -> list[dict[str, str]]:
+    """`[{key: {"id": ..., "type": kind}}, ...]` -> the references, or [] when any is malformed."""
+    if not isinstance(items, list):
+        return []
+    refs = [item.get(key) if isinstance(item, dict) else None for item in items]
+    if not all(isinstance(r, dict) and isinstance(r.get("id"), str) and r.get("type") == kind for r in refs):
+        return []
+    return [{"id": r["id"], "type": kind} for r in refs if isinstance(r, dict)]
