@@ -48,6 +48,19 @@ def seeded(sandbox: KubernetesSandbox, apps: Any, name: str = "api", replicas: i
     )
 
 
+def replace_on_conflict(read: Any, replace: Any, *, replicas: int) -> tuple[Any, Any]:
+    """Read-modify-write that races the controller's status writes, as on a real cluster:
+    retried on 409 the way client-go's RetryOnConflict is. Returns (what was sent, the reply)."""
+    for _ in range(50):
+        current = read()
+        current.spec.replicas = replicas
+        try:
+            return current, replace(current)
+        except ApiException as exc:
+            assert exc.status == 409, exc
+    raise AssertionError("still conflicting after 50 attempts")
+
+
 def rollout_done(apps: Any, name: str) -> bool:
     """kubectl's rollout-status rule (rollout_status.go)."""
     d = apps.read_namespaced_deployment(name, NS)
@@ -104,14 +117,11 @@ def test_crud_with_apiserver_status_objects(kube_apps: Any) -> None:
         "code": 409,
     }
 
-    for _ in range(50):  # the controller writes status concurrently, so retry on conflict like any client
-        current = kube_apps.read_namespaced_deployment("web", NS)
-        current.spec.replicas = 3
-        try:
-            replaced = kube_apps.replace_namespaced_deployment("web", NS, current)
-            break
-        except ApiException as exc:
-            assert exc.status == 409
+    current, replaced = replace_on_conflict(
+        lambda: kube_apps.read_namespaced_deployment("web", NS),
+        lambda obj: kube_apps.replace_namespaced_deployment("web", NS, obj),
+        replicas=3,
+    )
     assert replaced.spec.replicas == 3 and replaced.metadata.generation == 2
     assert int(replaced.metadata.resource_version) > int(current.metadata.resource_version)
 
@@ -383,9 +393,12 @@ def test_scale_subresource(kube_sandbox: KubernetesSandbox, kube_apps: Any, kube
         lambda: kube_apps.read_namespaced_deployment_scale("api", NS).status.replicas == 5
     )
 
-    current = kube_apps.read_namespaced_deployment_scale("api", NS)
-    current.spec.replicas = 1
-    assert kube_apps.replace_namespaced_deployment_scale("api", NS, current).spec.replicas == 1
+    _, replaced = replace_on_conflict(
+        lambda: kube_apps.read_namespaced_deployment_scale("api", NS),
+        lambda obj: kube_apps.replace_namespaced_deployment_scale("api", NS, obj),
+        replicas=1,
+    )
+    assert replaced.spec.replicas == 1
     assert kube_sandbox.wait_until(lambda: len(pods_of(kube_core, "app=api")) == 1)
     assert len(owned_replicasets(kube_apps, "api")) == 1  # scaling is not a new revision
     with pytest.raises(ApiException) as negative:
