@@ -17,15 +17,19 @@ _SHORT_LIST = 3
 _SHORT_DICT = 4
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _brief_item(value: Any) -> str:
     if isinstance(value, dict):
         if len(value) <= _SHORT_DICT and all(not isinstance(v, dict | list) for v in value.values()):
             return "{" + ", ".join(f"{k}: {_brief_item(v)}" for k, v in value.items()) + "}"
-        return f"{{{len(value)} keys}}"
+        return "{" + _count(len(value), "key") + "}"
     if isinstance(value, list):
         if len(value) <= _SHORT_LIST and all(not isinstance(v, dict | list) for v in value):
             return "[" + ", ".join(str(v) for v in value) + "]"
-        return f"[{len(value)} items]"
+        return "[" + _count(len(value), "item") + "]"
     if isinstance(value, float):
         return f"{value:g}"
     return str(value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
@@ -99,7 +100,7 @@ async def test_create_lands_but_reply_is_lost_then_retry_finds_the_ticket(
 
 
 async def test_resolved_outcome_closes_the_ticket_and_files_linked_followups(
-    jira_sandbox: JiraSandbox, report_event: Make
+    jira_sandbox: JiraSandbox, report_event: Make, caplog: pytest.LogCaptureFixture
 ) -> None:
     await _reporter(jira_sandbox).post(report_event("opened", 1))
     outcome = report_event(
@@ -124,6 +125,7 @@ async def test_resolved_outcome_closes_the_ticket_and_files_linked_followups(
     ]
     assert "OPS-1 already Done" in second.detail and "already linked" in second.detail
     assert len(jira_sandbox.comments("OPS-1")) == 1
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
 
 
 async def test_not_configured_is_skipped(report_event: Make) -> None:
