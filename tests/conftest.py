@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 from remedium.names import SEARCH_ATTRIBUTES
+from tests.support import SESSION_STARTUPS
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -26,6 +28,14 @@ pytest_plugins = [
     "tests.plugins.alertmanager",
     "tests.plugins.browser",
 ]
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """How long the shared real services took to start, paid once per session."""
+    if SESSION_STARTUPS:
+        terminalreporter.section("start-up time of the real services (paid once per session)")
+        for name, seconds in SESSION_STARTUPS.items():
+            terminalreporter.write_line(f"{name}: {seconds:.2f}s")
 
 
 def require_real(what: str, reason: str) -> None:
@@ -48,12 +58,14 @@ def _binary(name: str) -> str:
 @pytest.fixture(scope="session")
 async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
     """A real `temporal server start-dev` (in-memory) with our search attributes registered."""
+    started = time.monotonic()
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=_binary("temporal"),
         data_converter=pydantic_data_converter,
         search_attributes=list(SEARCH_ATTRIBUTES),
         dev_server_extra_args=["--ui-disable-news-fetch"],
     )
+    SESSION_STARTUPS["Temporal dev server"] = time.monotonic() - started
     try:
         yield env
     finally:
@@ -63,6 +75,7 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
 @pytest.fixture(scope="session")
 async def ts_server() -> AsyncIterator[WorkflowEnvironment]:
     """The time-skipping test server, search attributes registered through the operator API."""
+    started = time.monotonic()
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=_binary("temporal-test-server"),
         data_converter=pydantic_data_converter,
@@ -75,6 +88,7 @@ async def ts_server() -> AsyncIterator[WorkflowEnvironment]:
             },
         )
     )
+    SESSION_STARTUPS["Temporal time-skipping test server"] = time.monotonic() - started
     try:
         yield env
     finally:

@@ -21,6 +21,9 @@ from remedium.settings import Settings
 from remedium.worker import running_worker
 from workflows.incident import IncidentWorkflow
 
+# Start-up time of each real service the session shares, printed at the end of the run.
+SESSION_STARTUPS: dict[str, float] = {}
+
 # Captured from the real services and clients; `../shared/` sits beside the checkout.
 VECTORS_DIR = Path(__file__).resolve().parents[2] / "shared" / "vectors"
 

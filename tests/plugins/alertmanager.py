@@ -27,6 +27,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from remedium.ingress.app import create_app
 from remedium.settings import Settings
+from tests.support import SESSION_STARTUPS
 
 ALERTMANAGER_BIN = "/usr/bin/prometheus-alertmanager"
 AM_TOKEN = "am-test-token-" + uuid.uuid4().hex
@@ -213,6 +214,7 @@ def _alertmanager_process(config: dict[str, Any]) -> Iterator[str]:
         config_path.write_text(yaml.safe_dump(config))
         url = f"http://127.0.0.1:{port}"
         log_path = Path(tmp) / "alertmanager.log"
+        started = time.monotonic()
         with log_path.open("wb") as log:
             process = subprocess.Popen(
                 [
@@ -240,6 +242,7 @@ def _alertmanager_process(config: dict[str, Any]) -> Iterator[str]:
                     if time.monotonic() > deadline:
                         raise RuntimeError(f"alertmanager never ready: {log_path.read_text()[-2000:]}")
                     time.sleep(0.1)
+                SESSION_STARTUPS["Alertmanager"] = time.monotonic() - started
                 yield url
             finally:
                 process.terminate()

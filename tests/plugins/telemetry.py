@@ -26,6 +26,7 @@ import pytest
 import yaml
 
 from remedium.sandbox.loki import LokiSandbox
+from tests.support import SESSION_STARTUPS
 
 PROMETHEUS_BIN = "/usr/bin/prometheus"
 
@@ -185,7 +186,7 @@ def prometheus() -> Iterator[RealPrometheus]:
         real = RealPrometheus(url, exporter, process, time.monotonic() - started)
         real.wait_for('up{job="remedium-tests"}', lambda r: bool(r) and r[0]["value"][1] == "1")
         real.startup_s = time.monotonic() - started
-        print(f"\nreal Prometheus ready (first scrape landed) in {real.startup_s:.2f}s on {url}")
+        SESSION_STARTUPS["Prometheus, to its first scrape of the test exporter"] = real.startup_s
         yield real
     finally:
         process.send_signal(signal.SIGTERM)
