@@ -91,7 +91,8 @@ def test_worker_reports_unreachable_temporal(tmp_path: Path) -> None:
         },
     )
     assert done.returncode == 1
-    assert done.stderr.startswith("remedium: cannot reach Temporal at 127.0.0.1:1")
+    assert done.stderr.startswith("remedium: cannot reach Temporal at 127.0.0.1:1: connection refused (")
+    assert len(done.stderr.strip().splitlines()) == 1 and "tonic" not in done.stderr
 
 
 def test_runbook_test_shows_match_plan_and_dry_run(tmp_path: Path) -> None:
