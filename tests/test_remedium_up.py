@@ -72,20 +72,23 @@ class Up:
         self.proc: subprocess.Popen[str] | None = None
         self.output: list[str] = []
 
+    def _argv(self) -> list[str]:
+        return [
+            str(Path(sys.executable).with_name("remedium")),
+            "up",
+            "--temporal-port",
+            str(self.temporal_port),
+            "--ui-port",
+            str(self.ui_port),
+            "--ingress-address",
+            self.ingress,
+            "--state-dir",
+            str(self.tmp / "state"),
+        ]
+
     async def start(self) -> None:
         self.proc = subprocess.Popen(
-            [
-                str(Path(sys.executable).with_name("remedium")),
-                "up",
-                "--temporal-port",
-                str(self.temporal_port),
-                "--ui-port",
-                str(self.ui_port),
-                "--ingress-address",
-                self.ingress,
-                "--state-dir",
-                str(self.tmp / "state"),
-            ],
+            self._argv(),
             env=self.env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -101,6 +104,14 @@ class Up:
             if "Press Ctrl-C" in line:
                 return
         raise AssertionError("remedium up did not start:\n" + "".join(self.output))
+
+    async def start_expecting_failure(self) -> None:
+        """Run `up` where it must refuse to start: it exits by itself, quickly."""
+        self.proc = subprocess.Popen(
+            self._argv(), env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        out, _ = await asyncio.to_thread(self.proc.communicate, timeout=60)
+        self.output.append(out)
 
     async def stop(self, sig: signal.Signals = signal.SIGINT) -> int:
         assert self.proc is not None and self.proc.stdout is not None
@@ -232,3 +243,35 @@ async def _wait_stage(handle: WorkflowHandle[Any, Any], stage: str) -> IncidentS
             pass
         await asyncio.sleep(0.2)
     raise AssertionError(f"never reached {stage}: {last}")
+
+
+@pytest.mark.parametrize("problem", ["ingress port in use", "no webhook secret"])
+async def test_up_refuses_at_once_and_starts_nothing_when_the_ingress_cannot_run(
+    tmp_path: Path, problem: str
+) -> None:
+    """A port in use or a missing secret is found before the dev server and worker start."""
+    target = TargetService().start()
+    try:
+        env = api_incident_env(tmp_path, target, "whsec")
+        if problem == "no webhook secret":
+            env.pop("REMEDIUM_PAGERDUTY_WEBHOOK_SECRET")
+        up = Up(tmp_path, env)
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            if problem == "ingress port in use":
+                up.ingress = f"127.0.0.1:{taken.getsockname()[1]}"
+            await up.start_expecting_failure()
+    finally:
+        target.stop()
+    assert up.proc is not None and up.proc.returncode == 1
+    expected = {
+        "ingress port in use": f"remedium: the ingress cannot listen on {up.ingress}: address already in use",
+        "no webhook secret": "remedium: REMEDIUM_PAGERDUTY_WEBHOOK_SECRET is not set; set it, or set "
+        "REMEDIUM_INSECURE_WEBHOOKS=1",
+    }[problem]
+    text = "".join(up.output)
+    assert text.startswith(expected), text
+    assert "Temporal UI:" not in text and not (tmp_path / "state" / "temporal.db").exists()
+    with socket.socket() as probe:  # the dev server never started
+        assert probe.connect_ex(("127.0.0.1", up.temporal_port)) != 0

@@ -62,11 +62,19 @@ async def ingress() -> int:
     return 0
 
 
+def _abandon(sandboxes: Any, sock: Any) -> None:
+    """Undo what `up` had started before it failed to start the rest."""
+    if sandboxes is not None:
+        sandboxes.stop()
+    if sock is not None:
+        sock.close()
+
+
 async def up(
     temporal_port: int, ui_port: int, ingress_address: str | None, state_dir: str, demo: bool
 ) -> int:
     from remedium.devserver import DevServer, DevServerError
-    from remedium.ingress.serve import connect_client, serve_ingress
+    from remedium.ingress.serve import bind_ingress, connect_client, serve_ingress
     from remedium.worker import StartupError, running_worker
 
     overrides: dict[str, Any] = {}
@@ -86,25 +94,25 @@ async def up(
     # Validate configuration before starting anything, so a bad runbook leaves nothing behind.
     from remedium.worker import load_configuration
 
+    sock = None
     try:
         load_configuration(settings)
+        sock = bind_ingress(settings)
         stop = _stop_on_signals()
         try:
             await server.start()
         except DevServerError as exc:
             raise CommandError(str(exc)) from None
-    except StartupError as exc:
-        if sandboxes is not None:
-            sandboxes.stop()
+    except (StartupError, ValueError) as exc:
+        _abandon(sandboxes, sock)
         raise CommandError(str(exc)) from None
     except BaseException:
-        if sandboxes is not None:
-            sandboxes.stop()
+        _abandon(sandboxes, sock)
         raise
     try:
         settings = settings.model_copy(update={"temporal_address": server.address})
         async with running_worker(settings):
-            ingress_task = asyncio.create_task(serve_ingress(settings, connect_client(settings), stop))
+            ingress_task = asyncio.create_task(serve_ingress(settings, connect_client(settings), stop, sock))
             print(f"Temporal UI:      {server.ui_url}/namespaces/{settings.namespace}/workflows", flush=True)
             print(f"Temporal gRPC:    {server.address}", flush=True)
             print(f"PagerDuty hook:   http://{settings.ingress_address}/webhooks/pagerduty", flush=True)
@@ -124,8 +132,7 @@ async def up(
         raise CommandError(str(exc)) from None
     finally:
         await server.stop()
-        if sandboxes is not None:
-            sandboxes.stop()
+        _abandon(sandboxes, sock)
         print("remedium stopped.", flush=True)
     return 0
 

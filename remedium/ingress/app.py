@@ -52,18 +52,24 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def create_app(settings: Settings, client: ClientProvider, *, slack_clock: Clock | None = None) -> FastAPI:
-    """Build the app; refuses to build without webhook secrets unless insecure mode is explicit.
-
-    Only the PagerDuty secret is required to start: the Alertmanager and Slack routes answer 401
-    saying what is not configured. `slack_clock` replaces real time for the Slack replay window.
-    """
+def require_webhook_auth(settings: Settings) -> list[bytes]:
+    """The PagerDuty secrets; without any, insecure mode must be explicit."""
     secrets = settings.pagerduty_secrets()
     if not secrets and not settings.insecure_webhooks:
         raise ValueError(
             "REMEDIUM_PAGERDUTY_WEBHOOK_SECRET is not set; set it, or set REMEDIUM_INSECURE_WEBHOOKS=1 "
             "to accept unsigned webhooks (never in production)"
         )
+    return secrets
+
+
+def create_app(settings: Settings, client: ClientProvider, *, slack_clock: Clock | None = None) -> FastAPI:
+    """Build the app; refuses to build without webhook secrets unless insecure mode is explicit.
+
+    Only the PagerDuty secret is required to start: the Alertmanager and Slack routes answer 401
+    saying what is not configured. `slack_clock` replaces real time for the Slack replay window.
+    """
+    secrets = require_webhook_auth(settings)
     if settings.insecure_webhooks:
         log.warning(
             "!!! INSECURE: webhook signatures are NOT checked (REMEDIUM_INSECURE_WEBHOOKS=1). "

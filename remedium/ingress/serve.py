@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import Generator
 
 import uvicorn
 from temporalio.client import Client
 
 from remedium.connection import connect
-from remedium.ingress.app import ClientProvider, create_app
+from remedium.ingress.app import ClientProvider, create_app, require_webhook_auth
 from remedium.settings import Settings
 
 
@@ -42,17 +43,42 @@ def split_address(address: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-async def serve_ingress(settings: Settings, client: ClientProvider, stop: asyncio.Event) -> None:
+def bind_ingress(settings: Settings) -> socket.socket:
+    """Check the ingress can start (webhook auth configured, its address free) and hold the port.
+
+    `remedium up` calls this before starting anything else, so a port in use or a missing
+    secret stops it at once instead of after the dev server and the worker are up.
+    """
+    require_webhook_auth(settings)
+    host, port = split_address(settings.ingress_address)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        reason = (exc.strerror or str(exc)).lower()
+        raise ValueError(f"the ingress cannot listen on {settings.ingress_address}: {reason}") from None
+    return sock
+
+
+async def serve_ingress(
+    settings: Settings, client: ClientProvider, stop: asyncio.Event, sock: socket.socket | None = None
+) -> None:
     """Serve until `stop` is set; raises ValueError on bad configuration or a port in use."""
     app = create_app(settings, client)
-    host, port = split_address(settings.ingress_address)
-    server = _Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
-    serving = asyncio.create_task(server.serve())
-    stopping = asyncio.create_task(stop.wait())
-    await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    server.should_exit = True
-    await serving
-    stopping.cancel()
-    await app.state.slack_interactions.drain()  # a click in flight is applied and answered
+    sock = sock or bind_ingress(settings)
+    server = _Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    try:
+        serving = asyncio.create_task(server.serve(sockets=[sock]))
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        server.should_exit = True
+        await serving
+        stopping.cancel()
+        await app.state.slack_interactions.drain()  # a click in flight is applied and answered
+    finally:
+        sock.close()
     if not server.started:
-        raise ValueError(f"ingress could not listen on {settings.ingress_address} (address in use?)")
+        raise ValueError(f"ingress could not serve on {settings.ingress_address}")
