@@ -22,10 +22,10 @@ from workflows.freeze import FREEZE_WORKFLOW_ID, FreezeRequest, FreezeWorkflow
 ANSWER_WITHIN = timedelta(seconds=20)
 
 
-def _no_worker(task_queue: str) -> str:
+def _no_worker(task_queue: str, consequence: str) -> str:
     return (
-        f"no worker answered within {ANSWER_WITHIN.seconds}s; is `remedium worker` (or `remedium up`) "
-        f"running on task queue {task_queue!r}?"
+        f"no worker answered within {ANSWER_WITHIN.seconds}s ({consequence}); is `remedium worker` "
+        f"(or `remedium up`) running on task queue {task_queue!r}?"
     )
 
 
@@ -55,7 +55,10 @@ async def freeze_command(freeze: bool, reason: str, by: str | None) -> int:
                 FreezeWorkflow.freeze, request, start_workflow_operation=start, rpc_timeout=ANSWER_WITHIN
             )
         except WorkflowUpdateRPCTimeoutOrCancelledError:
-            raise CommandError(_no_worker(settings.task_queue)) from None
+            # The freeze workflow now exists, and a running one is what every incident checks.
+            raise CommandError(
+                _no_worker(settings.task_queue, "the freeze is recorded and holds all the same")
+            ) from None
         since = f"{state.since:%Y-%m-%d %H:%M:%S} UTC" if state.since else "now"
         if state.by != request.by or state.reason != request.reason:
             print(f"already frozen since {since} by {state.by}: {state.reason}")
@@ -76,6 +79,8 @@ async def freeze_command(freeze: bool, reason: str, by: str | None) -> int:
     try:
         await handle.execute_update(FreezeWorkflow.unfreeze, request, rpc_timeout=ANSWER_WITHIN)
     except WorkflowUpdateRPCTimeoutOrCancelledError:
-        raise CommandError(_no_worker(settings.task_queue)) from None
+        raise CommandError(
+            _no_worker(settings.task_queue, "still frozen; the unfreeze applies once a worker takes it")
+        ) from None
     print(f"unfrozen by {request.by}; incidents waiting on the freeze go ahead")
     return 0
