@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -254,13 +255,16 @@ async def test_status_query_and_current_details_guide_the_operator(
         handle = await start(client, settings, alert_for(target))
         status = await wait_for_stage(handle, "awaiting_approval")
         metadata = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
-        await handle.signal("reject", {"by": "bob"})
+        await handle.signal("reject", {"by": "bob", "reason": "pool is fine, DB is down"})
         await handle.result()
+        after = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
     assert status.facts["health"].ok and status.facts["health"].value["status"] == 500
     details = metadata.current_details
     assert "Waiting for approval of step `restart-pool`" in details
     assert '"step": "restart-pool"' in details
     assert f"remedium approve {handle.id} --step restart-pool --as <you>" in details
+    assert re.search(r"Deadline: \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \(then escalates\)", details), details
+    assert "#### Rejected\n- `restart-pool` by bob: pool is fine, DB is down" in after.current_details
     signals = {s.name: s.description for s in metadata.definition.signal_definitions}
     assert set(signals) >= {"approve", "reject", "external_update"}
     assert all(signals.values())

@@ -197,6 +197,7 @@ async def test_operator_approves_the_waiting_incident_in_the_temporal_ui(
                 _current_details(page).get_by_text(re.compile(r"Outcome:\s*resolved")),
                 "the resolved outcome in Current Details",
             )
+            await expect(_current_details(page).get_by_text("approved by ui-operator")).to_be_visible()
             await expect(page.get_by_test_id("execution-status").filter(visible=True)).to_have_text(
                 re.compile("completed", re.IGNORECASE)
             )

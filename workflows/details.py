@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from remedium.models import IncidentStatus
+from remedium.models import Approval, IncidentStatus
 
 
 def current_details(status: IncidentStatus) -> str:
@@ -22,7 +22,7 @@ def current_details(status: IncidentStatus) -> str:
         lines += [
             "",
             f"#### Waiting for approval of step `{pending.step}` ({pending.action}, risk {pending.risk})",
-            f"Deadline: {pending.deadline.isoformat()} (then escalates). "
+            f"Deadline: {pending.deadline:%Y-%m-%d %H:%M:%S} UTC (then escalates). "
             f"Approvers: {', '.join(pending.approvers)}",
             "",
             f"Dry run on `{pending.dry_run.target}`: {pending.dry_run.summary}",
@@ -33,11 +33,23 @@ def current_details(status: IncidentStatus) -> str:
             f"`{body}`",
             f"or `remedium approve {status.workflow_id} --step {pending.step} --as <you>`.",
         ]
+    decided = {a.step: a for a in status.approvals}
     if status.actions:
         lines += ["", "#### Actions taken"]
-        lines += [f"- `{a.step_id}` {a.action}: {a.summary}" for a in status.actions]
+        for a in status.actions:
+            lines.append(f"- `{a.step_id}` {a.action}: {a.summary}{_approval(decided.get(a.step_id))}")
+    rejected = [a for a in decided.values() if not a.approved]
+    if rejected:
+        lines += ["", "#### Rejected"]
+        lines += [f"- `{a.step}` by {a.by}" + (f": {a.reason}" if a.reason else "") for a in rejected]
     if status.escalation is not None:
         lines += ["", f"#### Escalated\n{status.escalation.message}"]
     elif status.report is not None:
         lines += ["", f"#### Report\n{status.report.summary}"]
     return "\n".join(lines)
+
+
+def _approval(approval: Approval | None) -> str:
+    if approval is None or not approval.approved:
+        return ""
+    return f" — approved by {approval.by}" + (f" ({approval.reason})" if approval.reason else "")
