@@ -84,7 +84,33 @@ async def _start(
         search_attributes=TypedSearchAttributes(pairs),
         memo=memo or None,
         static_summary=f"{alert.title} ({alert.service or 'unknown service'})"[:200],
+        static_details=alert_details(alert),
     )
+
+
+DETAIL_LABELS = 20
+
+
+def alert_details(alert: Alert) -> str:
+    """The alert as it arrived, for the Temporal UI's "Details" panel (fixed for the run)."""
+    source = {"pagerduty": "PagerDuty incident", "alertmanager": "Alertmanager alert"}.get(
+        alert.source, alert.source
+    )
+    where = f"[{alert.id}]({alert.url})" if alert.url else f"`{alert.id}`"
+    lines = [f"**{source}** {where}  "]
+    facts = [("Service", alert.service), ("Severity", alert.severity)]
+    if alert.started_at is not None:
+        facts.append(("Started", f"{alert.started_at:%Y-%m-%d %H:%M:%S %Z}".strip()))
+    lines += [f"**{name}:** {value}  " for name, value in facts if value]
+    shown = sorted(alert.labels.items())[:DETAIL_LABELS]
+    if shown:
+        lines += ["", "**Labels:** " + ", ".join(f"`{k}={v}`" for k, v in shown)]
+        if len(alert.labels) > DETAIL_LABELS:
+            lines[-1] += f" and {len(alert.labels) - DETAIL_LABELS} more"
+    summary = alert.annotations.get("description") or alert.annotations.get("summary")
+    if summary:
+        lines += ["", summary[:500]]
+    return "\n".join(lines)
 
 
 async def signal_external_update(client: Client, workflow_id: str, update: ExternalUpdate) -> bool:

@@ -152,6 +152,13 @@ async def test_signed_trigger_starts_once_with_search_attributes_then_duplicates
     assert desc.typed_search_attributes.get(SA_SERVICE) == "API Service"
     assert desc.typed_search_attributes.get(SA_SEVERITY) == "P1"
     assert desc.typed_search_attributes.get(SA_STAGE) == "triggered"
+    assert await desc.static_summary() == "A little bump in the road (API Service)"
+    details = await desc.static_details() or ""
+    assert details.startswith(
+        "**PagerDuty incident** [PGR0VU2](https://acme.pagerduty.com/incidents/PGR0VU2)  \n"
+        "**Service:** API Service  \n**Severity:** P1  \n**Started:** "
+    ), details
+    assert "`urgency=high`" in details
     history = await dev_env.client.get_workflow_handle("incident-pagerduty-PGR0VU2").fetch_history()
     starts = [e for e in history.events if e.HasField("workflow_execution_started_event_attributes")]
     assert len(starts) == 1
