@@ -87,6 +87,19 @@ class Up:
         ]
 
     async def start(self) -> None:
+        for _ in range(3):
+            if await self._start_once():
+                return
+            self.proc = None
+            # Free ports are picked before `up` binds them, and the dev server picks more of
+            # its own meanwhile: on a collision, pick again rather than fail the test.
+            if "address already in use" not in "".join(self.output):
+                break
+            self.temporal_port, self.ui_port = _free_port(), _free_port()
+            self.ingress = f"127.0.0.1:{_free_port()}"
+        raise AssertionError("remedium up did not start:\n" + "".join(self.output))
+
+    async def _start_once(self) -> bool:
         self.proc = subprocess.Popen(
             self._argv(),
             env=self.env,
@@ -102,8 +115,10 @@ class Up:
                 break
             self.output.append(line)
             if "Press Ctrl-C" in line:
-                return
-        raise AssertionError("remedium up did not start:\n" + "".join(self.output))
+                return True
+        self.proc.kill()
+        self.proc.wait()
+        return False
 
     async def start_expecting_failure(self) -> None:
         """Run `up` where it must refuse to start: it exits by itself, quickly."""
