@@ -299,3 +299,17 @@ def test_cli_policy_problems_in_argument_order(capsys: pytest.CaptureFixture[str
         f"{wrong}:15:16: limits.max_actions: expected an integer, got 'three'",
         "missing.yaml:1:1: no such file or directory",
     ]
+
+
+def test_cli_takes_a_policy_without_kind_as_the_worker_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("approval:\n  approvers: [alice]\n  timeout: 30m\n")
+    assert validate_command([str(policy), str(VALID)]) == 0
+    assert capsys.readouterr().out.splitlines() == ["ok: 2 runbooks and 1 policy valid"]
+    policy.write_text("approval:\n  approvers: [alice]\n  timeout: soon\n")
+    assert validate_command([str(policy)]) == 1
+    assert capsys.readouterr().out.splitlines() == [
+        f"{policy}:3:12: approval.timeout: invalid duration 'soon': use forms like 45s, 30m, 1h30m"
+    ]

@@ -1,7 +1,8 @@
 """`remedium runbook validate`: check runbooks (and a policy file) exactly as the worker will.
 
 Directories are read the way the worker reads its runbooks directory; a file given by name
-whose top level says `kind: Policy` is checked as the policy. One `path:line:col: message`
+whose top level says `kind: Policy` is checked as the policy, and so is one without a `kind`
+whose keys are policy sections (the worker accepts a policy file without `kind`). One `path:line:col: message`
 line per problem, so editors and CI can jump straight to it.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from remedium.models.policy import Policy
 from remedium.policy_loader import validate_policy_file
 from remedium.runbook.loader import collect_runbooks, expand_paths
 from remedium.yamldoc import Problem, read_yaml
@@ -43,8 +45,18 @@ def validate_command(paths: list[str]) -> int:
     return 0
 
 
+POLICY_SECTIONS = frozenset(
+    field.alias or name for name, field in Policy.model_fields.items() if name not in ("api_version", "kind")
+)
+
+
 def _is_policy(given: str) -> bool:
     if not Path(given).is_file():
         return False
     doc, _ = read_yaml(given)
-    return doc is not None and doc.data.get("kind") == "Policy"
+    if doc is None or not isinstance(doc.data, dict):
+        return False
+    if "kind" in doc.data:
+        return bool(doc.data["kind"] == "Policy")
+    keys = {str(k) for k in doc.data}
+    return bool(keys) and keys <= POLICY_SECTIONS | {"apiVersion"}
