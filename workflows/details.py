@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from remedium.models import Approval, IncidentStatus
+from remedium.models.common import utc_text
 
 
 def current_details(status: IncidentStatus) -> str:
@@ -22,7 +23,7 @@ def current_details(status: IncidentStatus) -> str:
         lines += [
             "",
             f"#### Waiting for approval of step `{pending.step}` ({pending.action}, risk {pending.risk})",
-            f"Deadline: {pending.deadline:%Y-%m-%d %H:%M:%S} UTC (then escalates). "
+            f"Deadline: {utc_text(pending.deadline)} (then escalates). "
             f"Approvers: {', '.join(pending.approvers)}",
             "",
             f"Dry run on `{pending.dry_run.target}`: {pending.dry_run.summary}",

@@ -11,7 +11,7 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from remedium.models import FreezeState
-    from remedium.models.common import Model
+    from remedium.models.common import Model, utc_text
 
 FREEZE_WORKFLOW_ID = "remedium-freeze"
 HISTORY_LIMIT = 2000
@@ -64,7 +64,8 @@ class FreezeWorkflow:
         return self._state
 
     def _details(self) -> None:
+        since = utc_text(self._state.since) if self._state.since else "now"
         workflow.set_current_details(
-            f"**FROZEN** since {self._state.since:%Y-%m-%d %H:%M:%S} UTC by {self._state.by or 'unknown'}: "
+            f"**FROZEN** since {since} by {self._state.by or 'unknown'}: "
             f"{self._state.reason}\n\nNo state-changing action starts. Lift with `remedium unfreeze`."
         )

@@ -55,6 +55,7 @@ with workflow.unsafe.imports_passed_through():
         VerifyRequest,
         VerifyVerdict,
     )
+    from remedium.models.common import utc_text
     from remedium.models.runbook import DiagnosticSpec
     from remedium.names import SA_RUNBOOK, SA_SERVICE, SA_SEVERITY, SA_STAGE
     from remedium.summary import fact_brief
@@ -376,7 +377,7 @@ class IncidentWorkflow:
         )
         self._record(
             "approval_requested",
-            f"step {step.id} waits for approval until {self._pending.deadline.isoformat()}",
+            f"step {step.id} waits for approval until {utc_text(self._pending.deadline)}",
             step=step.id,
         )
         self._set_stage("awaiting_approval")

@@ -17,7 +17,7 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import Field
 
     from remedium.models import SlotGrant, SlotRequest
-    from remedium.models.common import Model
+    from remedium.models.common import Model, utc_text
 
 
 class Grant(Model):
@@ -82,7 +82,7 @@ class TargetLimiterWorkflow:
             reason=(
                 f"rate limit: {request.action} on {request.target} already ran {used} time(s) in the last "
                 f"{per} (policy allows {request.max})"
-                + (f"; next allowed at {retry_after.isoformat()}" if retry_after else "")
+                + (f"; next allowed at {utc_text(retry_after)}" if retry_after else "")
             ),
             used=used,
             retry_after=retry_after,

@@ -16,6 +16,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from remedium.cli.commands import _client
 from remedium.cli.main import CommandError
 from remedium.models import FreezeState
+from remedium.models.common import utc_text
 from remedium.settings import Settings
 from workflows.freeze import FREEZE_WORKFLOW_ID, FreezeRequest, FreezeWorkflow
 
@@ -59,7 +60,7 @@ async def freeze_command(freeze: bool, reason: str, by: str | None) -> int:
             raise CommandError(
                 _no_worker(settings.task_queue, "the freeze is recorded and holds all the same")
             ) from None
-        since = f"{state.since:%Y-%m-%d %H:%M:%S} UTC" if state.since else "now"
+        since = utc_text(state.since) if state.since else "now"
         if state.by != request.by or state.reason != request.reason:
             print(f"already frozen since {since} by {state.by}: {state.reason}")
         else:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict
@@ -50,3 +50,10 @@ class UserModel(BaseModel):
     """Anything a user writes (runbooks, policy): unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, str_strip_whitespace=False)
+
+
+def utc_text(moment: datetime) -> str:
+    """A moment as people read it in audit entries and the UI: `2026-11-23 11:30:11 UTC`."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return f"{moment:%Y-%m-%d %H:%M:%S} UTC"
