@@ -32,7 +32,8 @@ def _brief_item(value: Any) -> str:
         return "[" + _count(len(value), "item") + "]"
     if isinstance(value, float):
         return f"{value:g}"
-    return str(value)
+    # one line, so a multi-line log excerpt cannot break a markdown list or an audit line
+    return " ⏎ ".join(str(value).splitlines())
 
 
 def fact_brief(value: Any, limit: int = FACT_LIMIT) -> str:
@@ -89,7 +90,9 @@ def incident_summary(
         if action and action.checkpoint:
             lines.append(f"  - checkpoint: {action.checkpoint.undo}")
         if step in rollbacks:
-            lines.append(f"  - {rollbacks[step].message}")
+            undone = rollbacks[step]
+            label = "rolled back" if undone.kind == "rolled_back" else "ROLLBACK FAILED"
+            lines.append(f"  - {label}: {undone.message}")
     for refusal in refusals:
         lines.append(f"- refused by a guardrail: {refusal.message}")
 

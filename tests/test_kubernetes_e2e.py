@@ -159,6 +159,9 @@ async def test_worse_revision_is_rolled_back_at_once_and_escalated(
     assert verify_rounds[-1].data["state"] == "worse"
     assert len(verify_rounds) < 5, "worse_if acts at once, long before `within`"
     assert any(e.kind == "rolled_back" for e in audit)
+    assert "  - rolled back: restart: rolled deployment payments/api back to revision 1" in (
+        result.report.markdown
+    )
     after = kube_apps.read_namespaced_deployment("api", "payments").to_dict()
     assert after["spec"]["template"] == before, "the pod template is the one before the restart"
     assert after["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "3"  # undo = new revision

@@ -33,3 +33,8 @@ def test_long_or_nested_values_are_counted_in_plain_english() -> None:
 def test_a_long_fact_is_cut_with_an_ellipsis() -> None:
     text = fact_brief({"message": "x" * 500}, limit=40)
     assert text == "message=" + "x" * 32 + "…"
+
+
+def test_multi_line_text_stays_on_one_line() -> None:
+    fact = {"pod": "api-1", "text": "starting api\nfatal: pool exhausted\n"}
+    assert fact_brief(fact) == "pod=api-1 text=starting api ⏎ fatal: pool exhausted"
