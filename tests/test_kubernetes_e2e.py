@@ -153,7 +153,10 @@ async def test_worse_revision_is_rolled_back_at_once_and_escalated(
     result, audit = await _run(dev_env, settings, _alert())
 
     assert result.outcome == "escalated"
-    assert "worse" in result.reason and "rolled back" in result.reason
+    assert result.reason.startswith(
+        "verification failed, the incident got worse: `facts.pods_after.ok and facts.pods_after.value."
+    ), result.reason
+    assert result.reason.endswith("all changes were rolled back")
     assert len(restarts(kube_sandbox)) == 1
     verify_rounds = [e for e in audit if e.kind == "verify"]
     assert verify_rounds[-1].data["state"] == "worse"

@@ -227,7 +227,7 @@ class IncidentWorkflow:
         if verdict.state == "resolved":
             return "resolved", verdict.detail
         raise _Abort(
-            "verification failed, the incident got worse: " + verdict.detail
+            "verification failed, the incident got worse: " + verdict.detail.removeprefix("worse: ")
             if verdict.state == "worse"
             else "verification failed: " + verdict.detail
         )
