@@ -69,7 +69,6 @@ class PagerDutySandbox(HttpDouble):
                 "assignments": [],
                 "assigned_via": "escalation_policy",
                 "last_status_change_at": _now(),
-                "resolved_at": None,
                 "escalation_policy": {
                     "id": "PESCPOL",
                     "type": "escalation_policy_reference",
@@ -236,7 +235,10 @@ class PagerDutySandbox(HttpDouble):
         if status is not None and status != incident["status"]:
             incident["status"] = status
             incident["last_status_change_at"] = _now()
-            incident["resolved_at"] = _now() if status == "resolved" else None
+            if status == "resolved":  # the spec's `resolved_at` is a date-time, absent until resolved
+                incident["resolved_at"] = _now()
+            else:
+                incident.pop("resolved_at", None)
             self.log.append(
                 {
                     "type": LOG_ENTRY_TYPES[status],

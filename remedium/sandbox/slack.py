@@ -209,7 +209,6 @@ class SlackSandbox(HttpDouble):
             "subtype": "bot_message",
             "user": BOT_USER,
             "bot_id": BOT_ID,
-            "app_id": "A0REMEDIUM",
             "ts": self._next_ts(),
             **content,
         }
