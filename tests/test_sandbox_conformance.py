@@ -168,7 +168,8 @@ def test_slack_sandbox_replies_match_the_web_api_spec(slack_sandbox: SlackSandbo
     """auth.test, chat.postMessage (top level and in a thread), chat.update and an error reply.
 
     conversations.history/replies are left out: the spec's schemas for them reject the spec's
-    own examples (no `response_metadata`, required `channel_actions_*`), as the next test shows.
+    own examples (no `response_metadata`, required `channel_actions_*`); the next test holds
+    them to those examples instead.
     """
     auth = {"Authorization": f"Bearer {slack_sandbox.token}"}
     channel = next(iter(slack_sandbox.channels))
@@ -267,11 +268,34 @@ def test_jira_sandbox_replies_match_the_platform_spec(jira_sandbox: JiraSandbox)
         assert_matches(JIRA_SPEC, reply, *schema)
 
 
-def test_the_slack_spec_rejects_its_own_history_example_so_history_is_not_checked_against_it() -> None:
-    operation = _spec(SLACK_SPEC)["paths"]["/conversations.history"]["get"]["responses"]["200"]
-    schema = {
+def test_history_and_replies_follow_the_spec_examples_since_its_schemas_reject_them(
+    slack_sandbox: SlackSandbox,
+) -> None:
+    """The spec's schemas for these two reject the spec's own examples, so the examples rule."""
+    paths = _spec(SLACK_SPEC)["paths"]
+    examples = {
+        name: paths[f"/{name}"]["get"]["responses"]["200"]["examples"]["application/json"]
+        for name in ("conversations.history", "conversations.replies")
+    }
+    history_schema = {
         **_spec(SLACK_SPEC),
         "$ref": _pointer("paths", "/conversations.history", "get", "responses", "200", "schema"),
     }
-    example = operation["examples"]["application/json"]
-    assert not Draft4Validator(schema).is_valid(example)
+    assert not Draft4Validator(history_schema).is_valid(examples["conversations.history"])
+
+    channel = next(iter(slack_sandbox.channels))
+    auth = {"Authorization": f"Bearer {slack_sandbox.token}"}
+    with httpx.Client(base_url=slack_sandbox.api_url, headers=auth, timeout=10) as http:
+        ts = http.post("chat.postMessage", json={"channel": channel, "text": "Incident"}).json()["ts"]
+        http.post("chat.postMessage", json={"channel": channel, "thread_ts": ts, "text": "Diagnosis"})
+        replies = {
+            "conversations.history": http.get("conversations.history", params={"channel": channel}).json(),
+            "conversations.replies": http.get(
+                "conversations.replies", params={"channel": channel, "ts": ts}
+            ).json(),
+        }
+    for name, reply in replies.items():
+        assert set(reply) == set(examples[name]), name
+        core = set.intersection(*(set(m) for m in examples[name]["messages"]))
+        assert all(core <= set(m) for m in reply["messages"]), (name, core, reply["messages"])
+    assert [m["thread_ts"] for m in replies["conversations.replies"]["messages"]] == [ts, ts]
