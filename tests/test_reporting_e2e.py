@@ -8,6 +8,7 @@ the remediation, only what the audit trail and the surviving channels say.
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -93,7 +94,9 @@ async def test_one_incident_reaches_every_channel_once_and_ends_with_the_summary
     slack_sandbox: SlackSandbox,
     jira_sandbox: JiraSandbox,
     pagerduty_sandbox: PagerDutySandbox,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.DEBUG)  # every library's most talkative level: still no secret
     rb_dir, policy = write_config(tmp_path, [restart_runbook()])
     settings = _settings(tmp_path, rb_dir, policy, slack_sandbox, jira_sandbox, pagerduty_sandbox)
     alert = _alert(target, pagerduty_sandbox)
@@ -144,6 +147,11 @@ async def test_one_incident_reaches_every_channel_once_and_ends_with_the_summary
     assert b"pool is wedged" in stored, "the search reaches payload contents (the approval reason)"
     for secret in (slack_sandbox.token, jira_sandbox.token, pagerduty_sandbox.token):
         assert secret.encode() not in stored
+    # ...nor into logs, even at DEBUG
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "chat.postMessage" in logged, "the capture sees the clients' own debug logs"
+    for secret in (slack_sandbox.token, jira_sandbox.token, pagerduty_sandbox.token):
+        assert secret not in logged, f"a token reached the logs: {secret[:4]}…"
 
 
 async def test_failing_channels_do_not_change_remediation_and_are_audited(
