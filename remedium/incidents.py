@@ -21,6 +21,7 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from remedium.models import Alert, DecideRequest, ExternalUpdate, IncidentInput, IncidentResult
+from remedium.models.common import utc_text
 from remedium.names import SA_SERVICE, SA_SEVERITY, SA_STAGE, WORKFLOW_TYPE
 
 
@@ -100,7 +101,7 @@ def alert_details(alert: Alert) -> str:
     lines = [f"**{source}** {where}  "]
     facts = [("Service", alert.service), ("Severity", alert.severity)]
     if alert.started_at is not None:
-        facts.append(("Started", f"{alert.started_at:%Y-%m-%d %H:%M:%S %Z}".strip()))
+        facts.append(("Started", utc_text(alert.started_at)))
     lines += [f"**{name}:** {value}  " for name, value in facts if value]
     shown = sorted(alert.labels.items())[:DETAIL_LABELS]
     if shown:

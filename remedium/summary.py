@@ -28,7 +28,7 @@ def _brief_item(value: Any) -> str:
         return "{" + _count(len(value), "key") + "}"
     if isinstance(value, list):
         if len(value) <= _SHORT_LIST and all(not isinstance(v, dict | list) for v in value):
-            return "[" + ", ".join(str(v) for v in value) + "]"
+            return "[" + ", ".join(_brief_item(v) for v in value) + "]"
         return "[" + _count(len(value), "item") + "]"
     if isinstance(value, float):
         return f"{value:g}"

@@ -72,6 +72,11 @@ class Up:
         self.proc: subprocess.Popen[str] | None = None
         self.output: list[str] = []
 
+    def _spawn(self) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            self._argv(), env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+
     def _argv(self) -> list[str]:
         return [
             str(Path(sys.executable).with_name("remedium")),
@@ -100,13 +105,7 @@ class Up:
         raise AssertionError("remedium up did not start:\n" + "".join(self.output))
 
     async def _start_once(self) -> bool:
-        self.proc = subprocess.Popen(
-            self._argv(),
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        self.proc = self._spawn()
         assert self.proc.stdout is not None
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
@@ -122,9 +121,7 @@ class Up:
 
     async def start_expecting_failure(self) -> None:
         """Run `up` where it must refuse to start: it exits by itself, quickly."""
-        self.proc = subprocess.Popen(
-            self._argv(), env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
+        self.proc = self._spawn()
         out, _ = await asyncio.to_thread(self.proc.communicate, timeout=60)
         self.output.append(out)
 

@@ -84,14 +84,16 @@ def _spec(name: str) -> dict[str, Any]:
     return spec
 
 
-def _pointer(*parts: str) -> str:
-    return "#/" + "/".join(p.replace("~", "~0").replace("/", "~1") for p in parts)
+def _validator(spec_name: str, *path: str) -> Draft4Validator:
+    """The schema at `path` inside the spec, with its refs resolving in the whole spec."""
+    pointer = "#/" + "/".join(p.replace("~", "~0").replace("/", "~1") for p in path)
+    return Draft4Validator({**_spec(spec_name), "$ref": pointer})
 
 
 def assert_matches(spec_name: str, reply: httpx.Response, *path: str) -> None:
-    """Validate a reply's JSON against the schema at `path` inside the spec (refs resolve in it)."""
-    schema = {**_spec(spec_name), "$ref": _pointer(*path)}
-    errors = sorted(Draft4Validator(schema).iter_errors(reply.json()), key=lambda e: list(e.absolute_path))
+    """Validate a reply's JSON against the schema at `path` inside the spec."""
+    validator = _validator(spec_name, *path)
+    errors = sorted(validator.iter_errors(reply.json()), key=lambda e: list(e.absolute_path))
     assert not errors, (
         f"{reply.request.method} {reply.request.url.path} ({reply.status_code}):\n"
         + "\n".join(
@@ -277,11 +279,8 @@ def test_history_and_replies_follow_the_spec_examples_since_its_schemas_reject_t
         name: paths[f"/{name}"]["get"]["responses"]["200"]["examples"]["application/json"]
         for name in ("conversations.history", "conversations.replies")
     }
-    history_schema = {
-        **_spec(SLACK_SPEC),
-        "$ref": _pointer("paths", "/conversations.history", "get", "responses", "200", "schema"),
-    }
-    assert not Draft4Validator(history_schema).is_valid(examples["conversations.history"])
+    history = _validator(SLACK_SPEC, "paths", "/conversations.history", "get", "responses", "200", "schema")
+    assert not history.is_valid(examples["conversations.history"])
 
     channel = next(iter(slack_sandbox.channels))
     auth = {"Authorization": f"Bearer {slack_sandbox.token}"}

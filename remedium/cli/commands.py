@@ -74,6 +74,7 @@ async def up(
     temporal_port: int, ui_port: int, ingress_address: str | None, state_dir: str, demo: bool
 ) -> int:
     from remedium.devserver import DevServer, DevServerError
+    from remedium.ingress.app import require_webhook_auth
     from remedium.ingress.serve import bind_ingress, connect_client, serve_ingress
     from remedium.worker import StartupError, running_worker
 
@@ -97,6 +98,7 @@ async def up(
     sock = None
     try:
         load_configuration(settings)
+        require_webhook_auth(settings)
         sock = bind_ingress(settings)
         stop = _stop_on_signals()
         try:

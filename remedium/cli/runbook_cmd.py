@@ -2,8 +2,8 @@
 
 Directories are read the way the worker reads its runbooks directory; a file given by name
 whose top level says `kind: Policy` is checked as the policy, and so is one without a `kind`
-whose keys are policy sections (the worker accepts a policy file without `kind`). One `path:line:col: message`
-line per problem, so editors and CI can jump straight to it.
+whose keys are policy sections (the worker accepts a policy file without `kind`). One
+`path:line:col: message` line per problem, so editors and CI can jump straight to it.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import uvicorn
 from temporalio.client import Client
 
 from remedium.connection import connect
-from remedium.ingress.app import ClientProvider, create_app, require_webhook_auth
+from remedium.ingress.app import ClientProvider, create_app
 from remedium.settings import Settings
 
 
@@ -44,12 +44,11 @@ def split_address(address: str) -> tuple[str, int]:
 
 
 def bind_ingress(settings: Settings) -> socket.socket:
-    """Check the ingress can start (webhook auth configured, its address free) and hold the port.
+    """Hold the ingress port, or say why it cannot be had.
 
-    `remedium up` calls this before starting anything else, so a port in use or a missing
-    secret stops it at once instead of after the dev server and the worker are up.
+    `remedium up` calls this (and `require_webhook_auth`) before starting anything else, so a
+    port in use or a missing secret stops it at once, not after the dev server and worker are up.
     """
-    require_webhook_auth(settings)
     host, port = split_address(settings.ingress_address)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
