@@ -15,9 +15,14 @@ from temporalio.client import Client, WithStartWorkflowOperation, WorkflowExecut
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
-from remedium.guards import limiter_id
 from remedium.models import FreezeState, SlotGrant, SlotRequest
-from workflows.freeze import FREEZE_WORKFLOW_ID, FreezeWorkflow
+from remedium.names import (
+    ACQUIRE_SLOT_ACTIVITY,
+    FREEZE_STATE_ACTIVITY,
+    FREEZE_WORKFLOW_ID,
+    limiter_workflow_id,
+)
+from workflows.freeze import FreezeWorkflow
 from workflows.limiter import LimiterState, TargetLimiterWorkflow
 
 
@@ -29,12 +34,12 @@ class GuardActivities:
     def activities(self) -> list[Callable[..., Any]]:
         return [self.acquire_slot, self.freeze_state]
 
-    @activity.defn(name="guard.acquire_slot")
+    @activity.defn(name=ACQUIRE_SLOT_ACTIVITY)
     async def acquire_slot(self, request: SlotRequest) -> SlotGrant:
         start = WithStartWorkflowOperation(
             TargetLimiterWorkflow.run,
             LimiterState(),
-            id=limiter_id(request.action, request.target),
+            id=limiter_workflow_id(request.action, request.target),
             task_queue=self._task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         )
@@ -43,7 +48,7 @@ class GuardActivities:
         )
         return grant
 
-    @activity.defn(name="guard.freeze_state")
+    @activity.defn(name=FREEZE_STATE_ACTIVITY)
     async def freeze_state(self) -> FreezeState:
         handle = self._client.get_workflow_handle_for(FreezeWorkflow.run, FREEZE_WORKFLOW_ID)
         try:

@@ -14,21 +14,49 @@ from typing import Any, Literal, Self
 
 import httpx
 from pydantic import Field, HttpUrl
+from pydantic_settings import SettingsConfigDict
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.registry import (
+from remedium.catalog import (
     Action,
     Clients,
     Diagnostic,
+    Integration,
+    IntegrationSettings,
     make_checkpoint,
     register_action,
     register_diagnostic,
+    register_integration,
 )
+from remedium.errors import ErrorType
 from remedium.models import ActionRequest, ActionResult, DryRun, RollbackRequest
 from remedium.models.common import UserModel
 
 HEARTBEAT_EVERY_S = 2.0
+
+
+class HttpSettings(IntegrationSettings):
+    """Timeouts of the shared outbound client the `http` action and diagnostic use."""
+
+    model_config = SettingsConfigDict(env_prefix="REMEDIUM_HTTP_")
+
+    timeout_s: float = Field(default=30.0, gt=0)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+
+
+def http_client(settings: HttpSettings) -> httpx.AsyncClient:
+    return httpx.AsyncClient(timeout=httpx.Timeout(settings.timeout_s, connect=settings.connect_timeout_s))
+
+
+HTTP = register_integration(Integration(name="http", settings=HttpSettings, connect=http_client))
+
+
+def _shared_client(clients: Clients) -> httpx.AsyncClient:
+    client = HTTP.client(clients)
+    if client is None:
+        raise RuntimeError("the worker built no shared HTTP client")
+    return client
 
 
 class UndoRequest(UserModel):
@@ -73,7 +101,9 @@ def _check_status(response: httpx.Response, expected: list[int], what: str) -> N
         return
     message = f"{what} answered {response.status_code}: {response.text[:500]}"
     retryable = response.status_code >= 500 or response.status_code in (408, 429)
-    raise ApplicationError(message, type=f"HTTP{response.status_code}", non_retryable=not retryable)
+    raise ApplicationError(
+        message, type=ErrorType.http_status(response.status_code), non_retryable=not retryable
+    )
 
 
 @register_action
@@ -87,7 +117,7 @@ class HttpRequest(Action[HttpRequestParams]):
 
     @classmethod
     def build(cls, clients: Clients) -> Self:
-        return cls(clients.http)
+        return cls(_shared_client(clients))
 
     async def dry_run(self, request: ActionRequest, params: HttpRequestParams) -> DryRun:
         undo = (
@@ -169,11 +199,11 @@ class HttpProbe(Diagnostic[HttpProbeParams]):
 
     @classmethod
     def build(cls, clients: Clients) -> Self:
-        return cls(clients.http)
+        return cls(_shared_client(clients))
 
     async def run(self, params: HttpProbeParams) -> tuple[Any, str | None]:
         try:
             response = await self._client.get(str(params.url), headers=params.headers)
         except httpx.HTTPError as exc:
-            raise ApplicationError(f"GET {params.url} failed: {exc!r}", type="Unreachable") from exc
+            raise ApplicationError(f"GET {params.url} failed: {exc!r}", type=ErrorType.UNREACHABLE) from exc
         return {"status": response.status_code, "body": _body(response)}, f"GET {params.url}"

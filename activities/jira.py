@@ -21,8 +21,16 @@ from typing import Any, Self
 import requests
 from jira import JIRA, JIRAError
 from pydantic import SecretStr
+from pydantic_settings import SettingsConfigDict
 
-from activities.registry import Clients, Reporter, register_reporter
+from remedium.catalog import (
+    Clients,
+    Integration,
+    IntegrationSettings,
+    Reporter,
+    register_integration,
+    register_reporter,
+)
 from remedium.models import ReportEvent, ReportResult
 from remedium.report_render import (
     incident_link,
@@ -35,7 +43,6 @@ from remedium.report_render import (
     scrub,
     unavailable,
 )
-from remedium.settings import Settings
 
 log = logging.getLogger("remedium.report.jira")
 
@@ -111,11 +118,37 @@ class JiraConnector:
             return self._client
 
 
-def jira_connector(settings: Settings) -> Callable[[], JIRA] | None:
+class JiraSettings(IntegrationSettings):
+    """Jira Cloud or Server: URL, user and API token (basic auth), and the project for tickets."""
+
+    model_config = SettingsConfigDict(env_prefix="REMEDIUM_JIRA_")
+
+    url: str | None = None
+    user: str | None = None
+    token: SecretStr | None = None
+    project: str | None = None
+
+
+def jira_connector(settings: JiraSettings) -> Callable[[], JIRA] | None:
     """A lazy connector (basic auth: user + API token), or None unless URL, user and token are set."""
-    if not (settings.jira_url and settings.jira_user and settings.jira_token):
+    if not (settings.url and settings.user and settings.token):
         return None
-    return JiraConnector(settings.jira_url, settings.jira_user, settings.jira_token)
+    return JiraConnector(settings.url, settings.user, settings.token)
+
+
+async def _lazy_nothing_to_close(connector: Callable[[], JIRA]) -> None:
+    """The connector holds no socket until first use, and the jira client keeps none open."""
+
+
+JIRA_SYSTEM = register_integration(
+    Integration(
+        name="jira",
+        settings=JiraSettings,
+        connect=jira_connector,
+        close=_lazy_nothing_to_close,
+        describe=lambda settings: f"{settings.url} project {settings.project}",
+    )
+)
 
 
 @register_reporter
@@ -131,7 +164,13 @@ class JiraReporter(Reporter):
 
     @classmethod
     def build(cls, clients: Clients) -> Self:
-        return cls(clients.jira, clients.jira_project, clients.temporal_ui_url)
+        return cls(
+            JIRA_SYSTEM.client(clients), JIRA_SYSTEM.settings_of(clients).project, clients.temporal_ui_url
+        )
+
+    @classmethod
+    def ready(cls, clients: Clients) -> bool:
+        return JIRA_SYSTEM.client(clients) is not None and bool(JIRA_SYSTEM.settings_of(clients).project)
 
     async def post(self, event: ReportEvent) -> ReportResult:
         if self._connect is None or not self._project:

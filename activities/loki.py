@@ -16,12 +16,20 @@ from datetime import timedelta
 from typing import Any, Literal, Self
 
 import httpx
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import SettingsConfigDict
 from temporalio.exceptions import ApplicationError
 
-from activities.registry import Clients, Diagnostic, register_diagnostic
+from remedium.catalog import (
+    Clients,
+    Diagnostic,
+    Integration,
+    IntegrationSettings,
+    register_diagnostic,
+    register_integration,
+)
+from remedium.errors import ErrorType
 from remedium.models.common import Duration, UserModel
-from remedium.settings import Settings
 from remedium.telemetry import check_patterns, extract, not_configured, read, telemetry_client
 
 KEPT_LINES = 50
@@ -40,11 +48,31 @@ class LogsParams(UserModel):
         return check_patterns(value)
 
 
-def loki_http_client(settings: Settings) -> httpx.AsyncClient | None:
-    headers = {"X-Scope-OrgID": settings.loki_org_id} if settings.loki_org_id else None
-    return telemetry_client(
-        settings.loki_url, settings.loki_token, settings.loki_username, settings.loki_password, headers
+class LokiSettings(IntegrationSettings):
+    """REMEDIUM_LOKI_URL, a bearer token or basic auth, and the tenant of a multi-tenant Loki."""
+
+    model_config = SettingsConfigDict(env_prefix="REMEDIUM_LOKI_")
+
+    url: str | None = None
+    token: SecretStr | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    org_id: str | None = Field(default=None, description="X-Scope-OrgID for multi-tenant Loki")
+
+
+def loki_http_client(settings: LokiSettings) -> httpx.AsyncClient | None:
+    headers = {"X-Scope-OrgID": settings.org_id} if settings.org_id else None
+    return telemetry_client(settings.url, settings.token, settings.username, settings.password, headers)
+
+
+LOKI = register_integration(
+    Integration(
+        name="loki",
+        settings=LokiSettings,
+        connect=loki_http_client,
+        describe=lambda settings: settings.url or "",
     )
+)
 
 
 def logs_fact(data: dict[str, Any], patterns: dict[str, str]) -> dict[str, Any]:
@@ -75,7 +103,7 @@ class LogQuery(Diagnostic[LogsParams]):
 
     @classmethod
     def build(cls, clients: Clients) -> Self:
-        return cls(clients.loki)
+        return cls(LOKI.client(clients))
 
     async def run(self, params: LogsParams) -> tuple[Any, str | None]:
         if self._client is None:
@@ -101,7 +129,7 @@ class LogQuery(Diagnostic[LogsParams]):
         if data.get("resultType") != "streams":
             raise ApplicationError(
                 f"Loki returned {data.get('resultType')!r} for {shown}; `logs` takes log queries only",
-                type="QueryError",
+                type=ErrorType.QUERY_ERROR,
                 non_retryable=True,
             )
         return logs_fact(data, params.extract), shown

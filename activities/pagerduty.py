@@ -13,8 +13,17 @@ import logging
 from typing import Any, Self
 
 import httpx
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import SettingsConfigDict
 
-from activities.registry import Clients, Reporter, register_reporter
+from remedium.catalog import (
+    Clients,
+    Integration,
+    IntegrationSettings,
+    Reporter,
+    register_integration,
+    register_reporter,
+)
 from remedium.models import ReportEvent, ReportResult
 from remedium.models.policy import PagerDutyEscalation
 from remedium.report_render import (
@@ -27,7 +36,6 @@ from remedium.report_render import (
     scrub,
     unavailable,
 )
-from remedium.settings import Settings
 
 log = logging.getLogger("remedium.report.pagerduty")
 
@@ -37,19 +45,41 @@ SILENT_KINDS = frozenset({"dry_run"})  # the approval request repeats it; one no
 NOTE_LIMIT = 24000
 
 
-def pagerduty_http_client(settings: Settings) -> httpx.AsyncClient | None:
+class PagerDutySettings(IntegrationSettings):
+    """The REST API token and the `From` user; the webhook secret belongs to the ingress."""
+
+    model_config = SettingsConfigDict(env_prefix="REMEDIUM_PAGERDUTY_")
+
+    token: SecretStr | None = None
+    from_: str | None = Field(
+        default=None, validation_alias=AliasChoices("REMEDIUM_PAGERDUTY_FROM"), description="`From` header"
+    )
+    api_url: str = "https://api.pagerduty.com"
+
+
+def pagerduty_http_client(settings: PagerDutySettings) -> httpx.AsyncClient | None:
     """An authenticated client for the REST API v2, or None when no token is configured."""
-    if settings.pagerduty_token is None:
+    if settings.token is None:
         return None
     return httpx.AsyncClient(
-        base_url=settings.pagerduty_api_url.rstrip("/"),
+        base_url=settings.api_url.rstrip("/"),
         headers={
-            "Authorization": f"Token token={settings.pagerduty_token.get_secret_value()}",
+            "Authorization": f"Token token={settings.token.get_secret_value()}",
             "Accept": ACCEPT,
             "Content-Type": "application/json",
         },
         timeout=TIMEOUT,
     )
+
+
+PAGERDUTY = register_integration(
+    Integration(
+        name="pagerduty",
+        settings=PagerDutySettings,
+        connect=pagerduty_http_client,
+        describe=lambda settings: settings.api_url,
+    )
+)
 
 
 @register_reporter
@@ -71,7 +101,10 @@ class PagerDutyReporter(Reporter):
     @classmethod
     def build(cls, clients: Clients) -> Self:
         return cls(
-            clients.pagerduty, clients.pagerduty_from, clients.temporal_ui_url, clients.pagerduty_escalation
+            PAGERDUTY.client(clients),
+            PAGERDUTY.settings_of(clients).from_,
+            clients.temporal_ui_url,
+            clients.policy.escalation.pagerduty,
         )
 
     def _result(self, ok: bool, detail: str, ref: str | None = None, skipped: bool = False) -> ReportResult:

@@ -20,11 +20,18 @@ from datetime import timedelta
 from typing import Any, Self
 
 import httpx
-from pydantic import Field
+from pydantic import Field, SecretStr
+from pydantic_settings import SettingsConfigDict
 
-from activities.registry import Clients, Diagnostic, register_diagnostic
+from remedium.catalog import (
+    Clients,
+    Diagnostic,
+    Integration,
+    IntegrationSettings,
+    register_diagnostic,
+    register_integration,
+)
 from remedium.models.common import Duration, UserModel
-from remedium.settings import Settings
 from remedium.telemetry import not_configured, read, telemetry_client
 
 
@@ -37,13 +44,31 @@ class MetricParams(UserModel):
     below: float | None = None
 
 
-def prometheus_http_client(settings: Settings) -> httpx.AsyncClient | None:
-    return telemetry_client(
-        settings.prometheus_url,
-        settings.prometheus_token,
-        settings.prometheus_username,
-        settings.prometheus_password,
+class PrometheusSettings(IntegrationSettings):
+    """REMEDIUM_PROMETHEUS_URL, and a bearer token or basic auth, whichever is set."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="REMEDIUM_PROMETHEUS_", extra="ignore", populate_by_name=True
     )
+
+    url: str | None = None
+    token: SecretStr | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+
+
+def prometheus_http_client(settings: PrometheusSettings) -> httpx.AsyncClient | None:
+    return telemetry_client(settings.url, settings.token, settings.username, settings.password)
+
+
+PROMETHEUS = register_integration(
+    Integration(
+        name="prometheus",
+        settings=PrometheusSettings,
+        connect=prometheus_http_client,
+        describe=lambda settings: settings.url or "",
+    )
+)
 
 
 def _number(raw: Any) -> float | None:
@@ -113,7 +138,7 @@ class MetricQuery(Diagnostic[MetricParams]):
 
     @classmethod
     def build(cls, clients: Clients) -> Self:
-        return cls(clients.prometheus)
+        return cls(PROMETHEUS.client(clients))
 
     async def run(self, params: MetricParams) -> tuple[Any, str | None]:
         if self._client is None:

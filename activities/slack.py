@@ -16,10 +16,19 @@ from collections import OrderedDict
 from typing import Any, Self
 
 import aiohttp
+from pydantic import SecretStr
+from pydantic_settings import SettingsConfigDict
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from activities.registry import Clients, Reporter, register_reporter
+from remedium.catalog import (
+    Clients,
+    Integration,
+    IntegrationSettings,
+    Reporter,
+    register_integration,
+    register_reporter,
+)
 from remedium.models import ReportEvent, ReportResult
 from remedium.report_render import (
     clip,
@@ -33,7 +42,6 @@ from remedium.report_render import (
     slack_mrkdwn,
     unavailable,
 )
-from remedium.settings import Settings
 
 log = logging.getLogger("remedium.report.slack")
 
@@ -59,17 +67,37 @@ _CACHE_SIZE = 1024
 OUTCOME_BADGE = {"resolved": ":white_check_mark:", "escalated": ":rotating_light:"}
 
 
-def slack_web_client(settings: Settings) -> AsyncWebClient | None:
+class SlackSettings(IntegrationSettings):
+    """The bot token and the channel for incident threads; the signing secret belongs to the ingress."""
+
+    model_config = SettingsConfigDict(env_prefix="REMEDIUM_SLACK_")
+
+    token: SecretStr | None = None
+    channel: str | None = None
+    api_url: str = "https://slack.com/api/"
+
+
+def slack_web_client(settings: SlackSettings) -> AsyncWebClient | None:
     """The Web API client (bot token), or None when no token is configured.
 
     Slack's own retry handlers are off: the activity's retry policy decides, honouring Retry-After.
     """
-    if settings.slack_token is None:
+    if settings.token is None:
         return None
-    base = settings.slack_api_url if settings.slack_api_url.endswith("/") else settings.slack_api_url + "/"
+    base = settings.api_url if settings.api_url.endswith("/") else settings.api_url + "/"
     return AsyncWebClient(
-        token=settings.slack_token.get_secret_value(), base_url=base, timeout=TIMEOUT_S, retry_handlers=[]
+        token=settings.token.get_secret_value(), base_url=base, timeout=TIMEOUT_S, retry_handlers=[]
     )
+
+
+SLACK = register_integration(
+    Integration(
+        name="slack",
+        settings=SlackSettings,
+        connect=slack_web_client,
+        describe=lambda settings: f"channel {settings.channel}",
+    )
+)
 
 
 def _payload(message: dict[str, Any]) -> dict[str, Any]:
@@ -105,7 +133,11 @@ class SlackReporter(Reporter):
 
     @classmethod
     def build(cls, clients: Clients) -> Self:
-        return cls(clients.slack, clients.slack_channel, clients.temporal_ui_url)
+        return cls(SLACK.client(clients), SLACK.settings_of(clients).channel, clients.temporal_ui_url)
+
+    @classmethod
+    def ready(cls, clients: Clients) -> bool:
+        return SLACK.client(clients) is not None and bool(SLACK.settings_of(clients).channel)
 
     async def post(self, event: ReportEvent) -> ReportResult:
         if self._client is None or not self._channel:

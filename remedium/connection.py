@@ -5,11 +5,8 @@ from __future__ import annotations
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
+from remedium.errors import TemporalUnreachable
 from remedium.settings import Settings
-
-
-class TemporalUnreachable(Exception):
-    """Temporal did not answer at the configured address."""
 
 
 async def connect(settings: Settings) -> Client:

@@ -16,11 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from remedium.errors import DevServerError
 from remedium.names import SEARCH_ATTRIBUTES
-
-
-class DevServerError(Exception):
-    """The dev server could not be started."""
 
 
 def temporal_binary() -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from fnmatch import fnmatchcase
 
 from remedium.models import DryRun, Policy, RateLimit, RenderedStep
+from remedium.names import limiter_workflow_id
 from remedium.selectors import selector_matches
 
 
@@ -70,4 +71,4 @@ def rate_limit_for(policy: Policy, action: str, target: str) -> RateLimit | None
 
 def limiter_id(action: str, target: str) -> str:
     """One limiter workflow per (action, target): a readable, stable workflow id."""
-    return f"ratelimit/{action}/{target}"
+    return limiter_workflow_id(action, target)

@@ -1,4 +1,7 @@
-"""Starting and signalling incident workflows: the one place the ingress touches Temporal.
+"""The one client API for incident workflows: start, signal, decide, list and show.
+
+The ingress and the CLI both go through here, so the workflow's names, payloads and the
+way Temporal reports "no such incident" or "refused" are handled once.
 
 Starting is idempotent by workflow id: a duplicate delivery of the same alert, while the
 incident runs or after it closed, starts nothing and says so. Alertmanager alerts are the one
@@ -8,6 +11,8 @@ reuses it; a new firing episode (another `startsAt`) opens a new run under the s
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
@@ -17,12 +22,55 @@ from temporalio.common import (
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
-from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from remedium.models import Alert, DecideRequest, ExternalUpdate, IncidentInput, IncidentResult
+from remedium.errors import (
+    DecisionRefused,
+    IncidentError,
+    IncidentNotFound,
+    IncidentNotRunning,
+    IncidentUnreadable,
+)
+from remedium.models import (
+    Alert,
+    AuditEntry,
+    DecideRequest,
+    ExternalUpdate,
+    IncidentInput,
+    IncidentResult,
+    IncidentStatus,
+)
 from remedium.models.common import utc_text
-from remedium.names import SA_SERVICE, SA_SEVERITY, SA_STAGE, WORKFLOW_TYPE
+from remedium.names import (
+    AUDIT_QUERY,
+    DECIDE_UPDATE,
+    EXTERNAL_UPDATE_SIGNAL,
+    SA_RUNBOOK,
+    SA_SERVICE,
+    SA_SEVERITY,
+    SA_STAGE,
+    STATUS_QUERY,
+    WORKFLOW_TYPE,
+    incident_workflow_id,
+)
+
+__all__ = [
+    "DecisionRefused",
+    "IncidentDetails",
+    "IncidentError",
+    "IncidentNotFound",
+    "IncidentNotRunning",
+    "IncidentSummary",
+    "IncidentUnreadable",
+    "alert_details",
+    "decide",
+    "list_incidents",
+    "show_incident",
+    "signal_external_update",
+    "start_alert_episode",
+    "start_incident",
+]
 
 
 async def start_incident(client: Client, task_queue: str, alert: Alert) -> bool:
@@ -49,7 +97,7 @@ async def start_alert_episode(client: Client, task_queue: str, alert: Alert, epi
         return True
     except WorkflowAlreadyStartedError:
         pass
-    description = await client.get_workflow_handle(alert.workflow_id).describe()
+    description = await client.get_workflow_handle(_workflow_id(alert)).describe()
     if description.status == WorkflowExecutionStatus.RUNNING:
         return False
     if await description.memo_value(EPISODE_MEMO, None, type_hint=str) == episode:
@@ -77,7 +125,7 @@ async def _start(
     await client.start_workflow(
         WORKFLOW_TYPE,
         IncidentInput(alert=alert),
-        id=alert.workflow_id,
+        id=_workflow_id(alert),
         task_queue=task_queue,
         result_type=IncidentResult,
         id_reuse_policy=reuse,
@@ -87,6 +135,10 @@ async def _start(
         static_summary=f"{alert.title} ({alert.service or 'unknown service'})"[:200],
         static_details=alert_details(alert),
     )
+
+
+def _workflow_id(alert: Alert) -> str:
+    return incident_workflow_id(alert.source, alert.id)
 
 
 DETAIL_LABELS = 20
@@ -117,7 +169,7 @@ def alert_details(alert: Alert) -> str:
 async def signal_external_update(client: Client, workflow_id: str, update: ExternalUpdate) -> bool:
     """Deliver a lifecycle event; False when no such incident is running."""
     try:
-        await client.get_workflow_handle(workflow_id).signal("external_update", update)
+        await client.get_workflow_handle(workflow_id).signal(EXTERNAL_UPDATE_SIGNAL, update)
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             return False
@@ -125,28 +177,87 @@ async def signal_external_update(client: Client, workflow_id: str, update: Exter
     return True
 
 
-class DecisionRefused(Exception):
-    """The incident refused the decision (validator); nothing was recorded in its history."""
-
-
-class IncidentNotRunning(Exception):
-    """No running incident has this workflow id (closed, or never existed)."""
-
-
 async def decide(client: Client, workflow_id: str, request: DecideRequest) -> str:
     """Approve or reject through the validated `decide` update; returns the incident's answer.
 
     Raises DecisionRefused with the validator's reason (unknown step, approver not allowed,
-    nothing pending) and IncidentNotRunning; other errors mean Temporal is unavailable.
+    nothing pending) and IncidentNotRunning; other errors (RPCError) mean Temporal failed.
     """
     handle = client.get_workflow_handle(workflow_id)
     try:
-        result = await handle.execute_update("decide", request, result_type=str)
+        result = await handle.execute_update(DECIDE_UPDATE, request, result_type=str)
     except WorkflowUpdateFailedError as exc:
+        # The validator raises ApplicationError; its message is the reason, meant for people.
         cause = exc.cause
-        raise DecisionRefused(cause.message if isinstance(cause, ApplicationError) else str(cause)) from None
+        raise DecisionRefused(getattr(cause, "message", None) or str(cause)) from None
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             raise IncidentNotRunning(f"{workflow_id} is not running (closed or unknown)") from None
         raise
     return str(result)
+
+
+@dataclass(frozen=True)
+class IncidentSummary:
+    """One incident as the visibility store sees it: no worker needed to list it."""
+
+    workflow_id: str
+    status: WorkflowExecutionStatus | None
+    stage: str
+    service: str
+    severity: str
+    runbook: str
+    started: datetime
+
+
+@dataclass(frozen=True)
+class IncidentDetails:
+    """One incident's state and audit trail, as its workflow answers the queries."""
+
+    status: IncidentStatus
+    audit: list[AuditEntry]
+    workflow_status: WorkflowExecutionStatus | None
+
+    @property
+    def running(self) -> bool:
+        return self.workflow_status == WorkflowExecutionStatus.RUNNING
+
+
+async def list_incidents(client: Client, limit: int) -> list[IncidentSummary]:
+    """Open and recent incidents, from the visibility store (search attributes set as they run)."""
+    rows: list[IncidentSummary] = []
+    async for wf in client.list_workflows(f'WorkflowType = "{WORKFLOW_TYPE}"', limit=limit):
+        sa = wf.typed_search_attributes
+        rows.append(
+            IncidentSummary(
+                workflow_id=wf.id,
+                status=wf.status,
+                stage=sa.get(SA_STAGE) or "",
+                service=sa.get(SA_SERVICE) or "",
+                severity=sa.get(SA_SEVERITY) or "",
+                runbook=sa.get(SA_RUNBOOK) or "",
+                started=wf.start_time,
+            )
+        )
+    return rows
+
+
+async def show_incident(client: Client, workflow_id: str) -> IncidentDetails:
+    """The `status` and `audit` queries of one incident, running or closed.
+
+    Raises IncidentNotFound when no workflow has the id, and IncidentUnreadable when the
+    queries fail (a closed incident needs a worker to answer them too).
+    """
+    handle = client.get_workflow_handle(workflow_id)
+    try:
+        description = await handle.describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise IncidentNotFound(f"no incident {workflow_id!r}") from None
+        raise
+    try:
+        status = await handle.query(STATUS_QUERY, result_type=IncidentStatus)
+        audit = await handle.query(AUDIT_QUERY, result_type=list[AuditEntry])
+    except Exception as exc:  # no worker to answer, or one that cannot: either way unreadable
+        raise IncidentUnreadable(workflow_id, description.status, str(exc)) from None
+    return IncidentDetails(status=status, audit=audit, workflow_status=description.status)

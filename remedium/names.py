@@ -1,15 +1,84 @@
-"""Temporal names of the public contract: task queue, workflow ids, search attributes."""
+"""Temporal names of the public contract, defined once.
+
+Workflow types, activity names, signals, queries, updates and search attributes are what
+histories record and what operators type into the UI and CLI: renaming one breaks running
+incidents and replay, so every module that needs one imports it from here.
+"""
 
 from __future__ import annotations
+
+from typing import Literal
 
 from temporalio.common import SearchAttributeKey
 
 DEFAULT_TASK_QUEUE = "remedium"
 DEFAULT_NAMESPACE = "default"
+
+# Workflow types and fixed workflow ids.
 WORKFLOW_TYPE = "IncidentWorkflow"
+LIMITER_WORKFLOW_TYPE = "TargetLimiter"
+FREEZE_WORKFLOW_TYPE = "Freeze"
+FREEZE_WORKFLOW_ID = "remedium-freeze"
+
+# The engine's own activities (the workflow calls them; activities/engine.py and guards.py define them).
+PREPARE_ACTIVITY = "incident.prepare"
+DECIDE_ACTIVITY = "runbook.decide"
+VERIFY_ACTIVITY = "runbook.verify"
+REPORT_ACTIVITY = "incident.report"
+ACQUIRE_SLOT_ACTIVITY = "guard.acquire_slot"
+FREEZE_STATE_ACTIVITY = "guard.freeze_state"
+ENGINE_ACTIVITIES = (
+    PREPARE_ACTIVITY,
+    DECIDE_ACTIVITY,
+    VERIFY_ACTIVITY,
+    REPORT_ACTIVITY,
+    ACQUIRE_SLOT_ACTIVITY,
+    FREEZE_STATE_ACTIVITY,
+)
+
+ActionPhase = Literal["dry_run", "execute", "rollback"]
+ACTION_PHASES: tuple[ActionPhase, ...] = ("dry_run", "execute", "rollback")
+
+
+def action_activity(action: str, phase: ActionPhase) -> str:
+    """`kubernetes.rollout_restart` + `execute` -> `kubernetes.rollout_restart.execute`."""
+    return f"{action}.{phase}"
+
+
+def diagnostic_activity(kind: str) -> str:
+    return f"diagnose.{kind}"
+
+
+def report_activity(channel: str) -> str:
+    return f"report.{channel}"
+
+
+# Signals, queries and updates of IncidentWorkflow.
+APPROVE_SIGNAL = "approve"
+REJECT_SIGNAL = "reject"
+EXTERNAL_UPDATE_SIGNAL = "external_update"
+DECIDE_UPDATE = "decide"
+STATUS_QUERY = "status"
+AUDIT_QUERY = "audit"
+
+# Of the limiter and freeze workflows.
+ACQUIRE_UPDATE = "acquire"
+GRANTS_QUERY = "grants"
+FREEZE_UPDATE = "freeze"
+UNFREEZE_UPDATE = "unfreeze"
+FREEZE_STATE_QUERY = "state"
 
 SA_SERVICE = SearchAttributeKey.for_keyword("IncidentService")
 SA_SEVERITY = SearchAttributeKey.for_keyword("IncidentSeverity")
 SA_STAGE = SearchAttributeKey.for_keyword("IncidentStage")
 SA_RUNBOOK = SearchAttributeKey.for_keyword("RunbookName")
 SEARCH_ATTRIBUTES = (SA_SERVICE, SA_SEVERITY, SA_STAGE, SA_RUNBOOK)
+
+
+def incident_workflow_id(source: str, source_id: str) -> str:
+    """`incident-<source>-<id>`: the same incident delivered twice starts one workflow."""
+    return f"incident-{source}-{source_id}"
+
+
+def limiter_workflow_id(action: str, target: str) -> str:
+    return f"ratelimit/{action}/{target}"

@@ -6,21 +6,13 @@ a file that is named but missing or invalid stops the worker instead of silently
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import Path
 
+from remedium.errors import ProblemsError
 from remedium.models.policy import Policy
 from remedium.yamldoc import Problem, load_model
 
-__all__ = ["PolicyError", "load_policy", "validate_policy_file"]
-
-
-class PolicyError(Exception):
-    """The policy file is missing or invalid; `problems` has every problem found."""
-
-    def __init__(self, problems: Iterable[Problem]) -> None:
-        self.problems = list(problems)
-        super().__init__("\n".join(str(p) for p in self.problems))
+__all__ = ["load_policy", "validate_policy_file"]
 
 
 def validate_policy_file(path: Path | str, display: str | None = None) -> list[Problem]:
@@ -32,5 +24,5 @@ def load_policy(path: Path | str | None) -> Policy:
         return Policy()
     policy, problems = load_model(path, Policy)
     if policy is None:
-        raise PolicyError(problems)
+        raise ProblemsError(problems)
     return policy

@@ -16,6 +16,7 @@ from email.utils import parsedate_to_datetime
 
 from temporalio.exceptions import ApplicationError
 
+from remedium.errors import ErrorType
 from remedium.models import ReportEvent
 
 _LINK = re.compile(r"\[([^\]\n]+)\]\((https?://[^)\s]+)\)")
@@ -169,16 +170,18 @@ def rate_limited(channel: str, retry_after: float | None, what: str = "") -> App
     when = f"retry after {retry_after:g}s" if retry_after is not None else "no Retry-After given"
     return ApplicationError(
         f"{channel}: rate limited (HTTP 429){f' on {what}' if what else ''}; {when}",
-        type="ReportRateLimited",
+        type=ErrorType.REPORT_RATE_LIMITED,
         next_retry_delay=timedelta(seconds=retry_after) if retry_after is not None else None,
     )
 
 
 def unavailable(channel: str, detail: str) -> ApplicationError:
     """Something a later attempt may get past: 5xx, timeout, connection refused."""
-    return ApplicationError(f"{channel}: unavailable: {detail}", type="ReportUnavailable")
+    return ApplicationError(f"{channel}: unavailable: {detail}", type=ErrorType.REPORT_UNAVAILABLE)
 
 
 def rejected(channel: str, detail: str) -> ApplicationError:
     """The API refused the request for a reason retrying will not fix (auth, not found, invalid)."""
-    return ApplicationError(f"{channel}: rejected: {detail}", type="ReportRejected", non_retryable=True)
+    return ApplicationError(
+        f"{channel}: rejected: {detail}", type=ErrorType.REPORT_REJECTED, non_retryable=True
+    )

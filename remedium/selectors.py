@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import re
 
+from remedium.errors import SelectorError
+
 _REQUIREMENT = re.compile(
     r"^\s*(?:(?P<not>!)\s*(?P<nkey>[\w./-]+)"
     r"|(?P<key>[\w./-]+)\s*(?:(?P<op>==|=|!=)\s*(?P<value>[\w.-]*)"
     r"|\s+(?P<setop>in|notin)\s*\((?P<values>[^)]*)\))?)\s*$"
 )
-
-
-class SelectorError(ValueError):
-    pass
 
 
 def _split(selector: str) -> list[str]:

@@ -1,22 +1,42 @@
-"""Configuration from env vars (and a `.env`-style file named by REMEDIUM_CONFIG).
+"""Core configuration from env vars (and a `.env`-style file named by REMEDIUM_CONFIG).
 
 Loaded once by each entry point and passed down; nothing reads the environment at import.
+Each integration declares its own settings model in its room under `activities/`
+(`REMEDIUM_<SYSTEM>_*`); `Settings.of(model)` reads it the same way, so a test or the demo
+can still say `Settings(prometheus_url=...)` and have the Prometheus room see it.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import AliasChoices, Field, SecretStr
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from remedium.names import DEFAULT_NAMESPACE, DEFAULT_TASK_QUEUE
 
+S = TypeVar("S", bound=BaseSettings)
+
+
+def _flat_names(model: type[BaseSettings], name: str, field: FieldInfo) -> list[str]:
+    """`REMEDIUM_PROMETHEUS_URL` -> `prometheus_url`: the key a `Settings(...)` override uses."""
+    alias = field.validation_alias
+    if isinstance(alias, AliasChoices):
+        envs = [choice for choice in alias.choices if isinstance(choice, str)]
+    elif isinstance(alias, str):
+        envs = [alias]
+    else:
+        envs = [f"{model.model_config.get('env_prefix', '')}{name}"]
+    return [env.lower().removeprefix("remedium_") for env in envs]
+
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="REMEDIUM_", extra="ignore")
+    # Extra keyword arguments are kept (not read from the environment): they are overrides
+    # for integration settings, named as their env var without the REMEDIUM_ prefix.
+    model_config = SettingsConfigDict(env_prefix="REMEDIUM_", extra="allow")
 
     temporal_address: str = "localhost:7233"
     namespace: str = DEFAULT_NAMESPACE
@@ -33,35 +53,6 @@ class Settings(BaseSettings):
     max_webhook_bytes: int = 1024 * 1024
     temporal_ui_url: str = Field(default="http://localhost:8233", description="for links in reports")
 
-    # Kubernetes: a kubeconfig file (KUBECONFIG as kubectl reads it), else in-cluster config.
-    kubeconfig: Path | None = Field(
-        default=None, validation_alias=AliasChoices("REMEDIUM_KUBECONFIG", "KUBECONFIG")
-    )
-    kube_context: str | None = None
-
-    # Telemetry: bearer token or basic auth, whichever is set.
-    prometheus_url: str | None = None
-    prometheus_token: SecretStr | None = None
-    prometheus_username: str | None = None
-    prometheus_password: SecretStr | None = None
-    loki_url: str | None = None
-    loki_token: SecretStr | None = None
-    loki_username: str | None = None
-    loki_password: SecretStr | None = None
-    loki_org_id: str | None = Field(default=None, description="X-Scope-OrgID for multi-tenant Loki")
-
-    # Reporting.
-    slack_token: SecretStr | None = None
-    slack_channel: str | None = None
-    slack_api_url: str = "https://slack.com/api/"
-    jira_url: str | None = None
-    jira_user: str | None = None
-    jira_token: SecretStr | None = None
-    jira_project: str | None = None
-    pagerduty_token: SecretStr | None = None
-    pagerduty_from: str | None = None
-    pagerduty_api_url: str = "https://api.pagerduty.com"
-
     @classmethod
     def load(cls, **overrides: Any) -> Settings:
         """Read the environment, plus the file named by REMEDIUM_CONFIG if set."""
@@ -69,6 +60,20 @@ class Settings(BaseSettings):
         if config_file:
             return cls(_env_file=config_file, **overrides)
         return cls(**overrides)
+
+    def of(self, model: type[S]) -> S:
+        """An integration's settings: its env vars and REMEDIUM_CONFIG file, then our overrides."""
+        overrides: dict[str, Any] = {}
+        extras = self.model_extra or {}
+        for name, field in model.model_fields.items():
+            for key in _flat_names(model, name, field):
+                if key in extras:
+                    overrides[name] = extras[key]
+                    break
+        config_file = os.environ.get("REMEDIUM_CONFIG")
+        if config_file:
+            return model(_env_file=config_file, **overrides)
+        return model(**overrides)
 
     def pagerduty_secrets(self) -> list[bytes]:
         if self.pagerduty_webhook_secret is None:

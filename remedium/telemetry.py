@@ -16,6 +16,8 @@ import httpx
 from pydantic import SecretStr
 from temporalio.exceptions import ApplicationError
 
+from remedium.errors import ErrorType
+
 ATTEMPTS = 3
 BACKOFF_S = 0.5
 TIMEOUT = httpx.Timeout(15.0, connect=5.0)
@@ -42,7 +44,7 @@ def telemetry_client(
 
 def not_configured(system: str, setting: str) -> ApplicationError:
     return ApplicationError(
-        f"{system} is not configured ({setting})", type="NotConfigured", non_retryable=True
+        f"{system} is not configured ({setting})", type=ErrorType.NOT_CONFIGURED, non_retryable=True
     )
 
 
@@ -65,11 +67,11 @@ async def read(
         if response.status_code >= 400:
             raise ApplicationError(
                 f"{system} refused {shown}: {response.status_code} {error_text(response)}",
-                type="QueryError",
+                type=ErrorType.QUERY_ERROR,
                 non_retryable=True,
             )
         return response
-    raise ApplicationError(f"{last} (query {shown})", type="Unavailable")
+    raise ApplicationError(f"{last} (query {shown})", type=ErrorType.UNAVAILABLE)
 
 
 def error_text(response: httpx.Response) -> str:

@@ -2,15 +2,16 @@
 
 The worker refuses to start on a bad runbook or policy (naming the file and line), and
 on a namespace that lacks our search attributes (which would silently stall workflows).
+It knows no external system by name: it connects every integration the catalog discovers
+under `activities/` and registers every action, diagnostic and reporter found there.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -20,12 +21,19 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
+from activities.engine import RunbookActivities
 from activities.guards import GuardActivities
-from activities.registry import Clients, action_catalog, diagnostic_catalog, reporter_catalog
-from activities.runbooks import RunbookActivities
-from activities.runtime import action_activities, diagnostic_activity, reporter_activity
-from remedium.clients import configured_channels, open_clients
-from remedium.connection import TemporalUnreachable, connect
+from remedium.bindings import action_activities, diagnostic_activity, reporter_activity
+from remedium.catalog import (
+    Clients,
+    IntegrationSettings,
+    action_catalog,
+    diagnostic_catalog,
+    integration_catalog,
+    reporter_catalog,
+)
+from remedium.connection import connect
+from remedium.errors import StartupError, TemporalUnreachable
 from remedium.models import Policy, Runbook
 from remedium.names import SEARCH_ATTRIBUTES
 from remedium.policy_loader import load_policy
@@ -36,10 +44,6 @@ from workflows.incident import IncidentWorkflow
 from workflows.limiter import TargetLimiterWorkflow
 
 log = logging.getLogger("remedium.worker")
-
-
-class StartupError(Exception):
-    """The worker cannot start safely; the message says why and what to do."""
 
 
 async def check_search_attributes(client: Client, namespace: str) -> None:
@@ -71,25 +75,49 @@ async def check_search_attributes(client: Client, namespace: str) -> None:
 
 def load_configuration(settings: Settings) -> tuple[list[Runbook], Policy]:
     """Everything or nothing: a bad file stops the worker before it takes any work."""
-    from remedium.policy_loader import PolicyError
-    from remedium.runbook.loader import RunbookError
+    from remedium.errors import ProblemsError
 
     try:
         runbooks = load_runbooks([settings.runbooks_dir])
-    except RunbookError as exc:
+    except ProblemsError as exc:
         raise StartupError(f"refusing to start: invalid runbooks:\n{exc}") from None
     try:
         policy = load_policy(settings.policy_file)
-    except PolicyError as exc:
+    except ProblemsError as exc:
         raise StartupError(f"refusing to start: invalid policy:\n{exc}") from None
     return runbooks, policy
+
+
+@asynccontextmanager
+async def open_clients(settings: Settings) -> AsyncIterator[Clients]:
+    """Connect every discovered integration once; close them all on the way out."""
+    async with AsyncExitStack() as stack:
+        built: dict[str, Any] = {}
+        read: dict[str, IntegrationSettings] = {}
+        for name, integration in integration_catalog().items():
+            system_settings = settings.of(integration.settings)
+            read[name] = system_settings
+            client = integration.connect(system_settings)
+            if client is not None:
+                built[name] = client
+                stack.push_async_callback(integration.close, client)
+        shown = sorted(name for name in built if name != "http")
+        log.info("integrations configured: %s", ", ".join(shown) or "none")
+        yield Clients(temporal_ui_url=settings.temporal_ui_url, settings=read, **built)
+
+
+def configured_channels(clients: Clients, reporters: list[str] | None = None) -> list[str]:
+    """Report channels that have both a registered reporter and what it needs to post."""
+    catalog = reporter_catalog()
+    names = sorted(catalog) if reporters is None else reporters
+    return [name for name in names if name in catalog and catalog[name].ready(clients)]
 
 
 def build_activities(
     runbooks: list[Runbook], policy: Policy, clients: Clients, ui_url: str = ""
 ) -> list[Callable[..., Any]]:
     activities: list[Callable[..., Any]] = []
-    clients = dataclasses.replace(clients, pagerduty_escalation=policy.escalation.pagerduty)
+    clients = clients.with_policy(policy)
     for action_cls in action_catalog().values():
         activities += action_activities(action_cls.build(clients))
     for diagnostic_cls in diagnostic_catalog().values():

@@ -200,7 +200,12 @@ def explain_errors(
         rel = tuple(error["loc"])
         loc = prefix + rel
         kind = error["type"]
-        if kind == "extra_forbidden":
+        if rel and rel[-1] == "[key]":  # pydantic's marker for a mapping key that is invalid itself
+            parent = loc[:-2]
+            findings.append(
+                locate.at(loc[:-1], f"{format_loc(parent)}: invalid name: {_describe_error(error)}", key=True)
+            )
+        elif kind == "extra_forbidden":
             allowed = _allowed_keys(model, rel[:-1])
             listed = f" (allowed: {', '.join(allowed)})" if allowed else ""
             findings.append(locate.at(loc, f"unknown key '{rel[-1]}'{listed}", key=True))
@@ -247,6 +252,7 @@ _EXPECTED = {
 }
 
 _SLUG = "^[a-z0-9]([a-z0-9_-]*[a-z0-9])?$"
+_VAR_NAME = "^[A-Za-z][A-Za-z0-9_]*$"
 
 
 def _describe_error(error: ErrorDetails) -> str:
@@ -262,6 +268,8 @@ def _describe_error(error: ErrorDetails) -> str:
             return (
                 f"expected a lowercase name of letters, digits, '-' and '_' (like 'web-restart'), got {got}"
             )
+        if ctx.get("pattern") == _VAR_NAME:
+            return f"expected letters, digits and '_', starting with a letter (like 'job_name'), got {got}"
         return f"expected a string matching {ctx.get('pattern')}, got {got}"
     if kind == "too_short":
         return f"expected at least {ctx.get('min_length')} item(s), got {ctx.get('actual_length')}"

@@ -6,6 +6,7 @@ Each scenario runs on a real dev server with the real worker and a real HTTP tar
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import shutil
 import sys
@@ -19,8 +20,7 @@ from temporalio.testing import WorkflowEnvironment
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from remedium.names import SEARCH_ATTRIBUTES  # noqa: E402
-from tests.support import (  # noqa: E402
+from remedium.demo.recording import (  # noqa: E402
     TargetService,
     alert_for,
     restart_runbook,
@@ -30,6 +30,7 @@ from tests.support import (  # noqa: E402
     worker_for,
     write_config,
 )
+from remedium.names import SEARCH_ATTRIBUTES  # noqa: E402
 
 OUT = REPO / "tests" / "histories"
 
@@ -85,4 +86,8 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    # No options: parsing only makes `--help` print this and exit instead of re-recording.
+    argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    ).parse_args()
     asyncio.run(main())

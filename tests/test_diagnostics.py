@@ -21,8 +21,8 @@ import httpx
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
+from remedium.demo.sandbox.loki import LokiSandbox
 from remedium.models import Alert, AuditEntry, IncidentResult
-from remedium.sandbox.loki import LokiSandbox
 from remedium.settings import Settings
 from tests.support import start, worker_for, write_config
 

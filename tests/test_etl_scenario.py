@@ -14,12 +14,12 @@ import kubernetes.client
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
+from remedium.demo.sandbox.kubernetes import KubernetesSandbox
+from remedium.demo.sandbox.loki import LokiSandbox
 from remedium.demo.sandboxes import DEMO_POLICY
+from remedium.demo.scenarios import ScenarioWorld
+from remedium.demo.scenarios import etl_source_timeout as etl
 from remedium.models import AuditEntry, IncidentResult
-from remedium.sandbox.kubernetes import KubernetesSandbox
-from remedium.sandbox.loki import LokiSandbox
-from remedium.scenarios import ScenarioWorld
-from remedium.scenarios import etl_source_timeout as etl
 from remedium.settings import Settings
 from tests.plugins.telemetry import RealPrometheus
 from tests.support import start, worker_for

@@ -17,7 +17,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
-from remedium.connection import TemporalUnreachable
+from remedium.errors import TemporalUnreachable
 from remedium.ingress.alertmanager import bearer_matches, parse_message, to_alert
 from remedium.ingress.app import create_app
 from remedium.names import SA_SERVICE, SA_SEVERITY

@@ -19,7 +19,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
-from remedium.connection import TemporalUnreachable
+from remedium.errors import TemporalUnreachable
 from remedium.ingress.app import create_app
 from remedium.ingress.pagerduty import parse_event, sign, verify_signature
 from remedium.ingress.serve import serve_ingress

@@ -16,11 +16,10 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.jira import JiraReporter, incident_label, jira_connector
-from activities.runtime import reporter_activity
+from activities.jira import JiraReporter, JiraSettings, incident_label, jira_connector
+from remedium.bindings import reporter_activity
+from remedium.demo.sandbox.jira import JiraSandbox
 from remedium.models import ReportEvent, ReportResult
-from remedium.sandbox.jira import JiraSandbox
-from remedium.settings import Settings
 
 UI = "http://temporal.example:8233"
 LABEL = "remedium-incident-pagerduty-PGR0VU2"
@@ -29,7 +28,7 @@ Make = Callable[..., ReportEvent]
 
 def _connector(sandbox: JiraSandbox, token: str | None = None) -> Callable[[], JIRA]:
     connect = jira_connector(
-        Settings(jira_url=sandbox.url, jira_user=sandbox.user, jira_token=SecretStr(token or sandbox.token))
+        JiraSettings(url=sandbox.url, user=sandbox.user, token=SecretStr(token or sandbox.token))
     )
     assert connect is not None
     return connect
@@ -129,7 +128,7 @@ async def test_resolved_outcome_closes_the_ticket_and_files_linked_followups(
 
 
 async def test_not_configured_is_skipped(report_event: Make) -> None:
-    assert jira_connector(Settings(jira_url="http://jira.example")) is None
+    assert jira_connector(JiraSettings(url="http://jira.example")) is None
     result = await JiraReporter(None, None, UI).post(report_event("opened"))
     assert result.skipped and "REMEDIUM_JIRA_URL" in result.detail
 

@@ -21,6 +21,7 @@ from temporalio.exceptions import ApplicationError
 from activities.kubernetes import (
     DeletePod,
     KubernetesFacts,
+    KubernetesSettings,
     PatchConfigMap,
     RerunJob,
     Rollback,
@@ -31,11 +32,10 @@ from activities.kubernetes import (
     WaitRollout,
     kubernetes_api_client,
 )
-from activities.registry import Action, Clients
-from activities.runtime import _params
+from remedium.bindings import params_of
+from remedium.catalog import Action, Clients
+from remedium.demo.sandbox.kubernetes import KubernetesSandbox, configmap, cronjob, deployment, job
 from remedium.models import ActionRequest, ActionResult, RollbackRequest
-from remedium.sandbox.kubernetes import KubernetesSandbox, configmap, cronjob, deployment, job
-from remedium.settings import Settings
 from tests.support import VECTORS_DIR
 
 NS = "payments"
@@ -69,11 +69,11 @@ def request(action: str, params: dict[str, Any], step: str = "restart") -> Actio
 
 
 async def dry(action: Action[Any], req: ActionRequest) -> Any:
-    return await action.dry_run(req, _params(action.params_model, req.params, action.name))
+    return await action.dry_run(req, params_of(action.params_model, req.params, action.name))
 
 
 async def run(action: Action[Any], req: ActionRequest) -> ActionResult:
-    return await action.execute(req, _params(action.params_model, req.params, action.name))
+    return await action.execute(req, params_of(action.params_model, req.params, action.name))
 
 
 async def undo(action: Action[Any], result: ActionResult) -> ActionResult:
@@ -581,10 +581,10 @@ def test_client_from_kubeconfig_and_none_without_one(
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     for var in ("KUBECONFIG", "REMEDIUM_KUBECONFIG", "REMEDIUM_KUBE_CONTEXT"):
         monkeypatch.delenv(var, raising=False)
-    assert kubernetes_api_client(Settings()) is None
+    assert kubernetes_api_client(KubernetesSettings()) is None
     monkeypatch.setenv("KUBECONFIG", str(path))
     monkeypatch.setenv("REMEDIUM_KUBE_CONTEXT", "sandbox")
-    api = kubernetes_api_client(Settings())
+    api = kubernetes_api_client(KubernetesSettings())
     assert api is not None
     try:
         import kubernetes.client
@@ -616,7 +616,7 @@ async def test_crashlooping_deployment_facts(kube_sandbox: KubernetesSandbox, cl
 
     async def fact(**params: Any) -> Any:
         value, query = await diagnostic.run(
-            _params(diagnostic.params_model, {"namespace": NS, **params}, "kubernetes")
+            params_of(diagnostic.params_model, {"namespace": NS, **params}, "kubernetes")
         )
         return value, query
 

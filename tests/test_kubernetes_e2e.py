@@ -19,10 +19,10 @@ import yaml
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
+from remedium.demo.sandbox.kubernetes import KubernetesSandbox
+from remedium.demo.scenarios import ScenarioWorld
+from remedium.demo.scenarios import crashloop_restart as crashloop
 from remedium.models import Alert, AuditEntry, IncidentResult
-from remedium.sandbox.kubernetes import KubernetesSandbox
-from remedium.scenarios import ScenarioWorld
-from remedium.scenarios import crashloop_restart as crashloop
 from remedium.settings import Settings
 from tests.support import start, wait_for_stage, worker_for
 from tests.test_guardrails import _cli, _freeze_env

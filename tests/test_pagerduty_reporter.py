@@ -10,22 +10,21 @@ import pytest
 from pydantic import SecretStr
 from temporalio.exceptions import ApplicationError
 
-from activities.pagerduty import PagerDutyReporter, pagerduty_http_client
+from activities.pagerduty import PagerDutyReporter, PagerDutySettings, pagerduty_http_client
+from remedium.demo.sandbox.pagerduty import PagerDutySandbox
 from remedium.models import ReportEvent
 from remedium.models.policy import PagerDutyEscalation
-from remedium.sandbox.pagerduty import PagerDutySandbox
-from remedium.settings import Settings
 from tests.plugins.messaging import PD_INCIDENT
 
 UI = "http://temporal.example:8233"
 Make = Callable[..., ReportEvent]
 
 
-def _settings(sandbox: PagerDutySandbox, token: str | None = None) -> Settings:
-    return Settings(
-        pagerduty_token=SecretStr(token or sandbox.token),
-        pagerduty_api_url=sandbox.url,
-        pagerduty_from="remedium@example.com",
+def _settings(sandbox: PagerDutySandbox, token: str | None = None) -> PagerDutySettings:
+    return PagerDutySettings(
+        token=SecretStr(token or sandbox.token),
+        api_url=sandbox.url,
+        from_="remedium@example.com",
     )
 
 
@@ -143,7 +142,7 @@ async def test_other_sources_and_missing_configuration_are_skipped(
     assert from_am.skipped and "alertmanager" in from_am.detail
     unconfigured = await _reporter(None).post(report_event("diagnosis"))
     assert unconfigured.skipped and "REMEDIUM_PAGERDUTY_TOKEN" in unconfigured.detail
-    assert pagerduty_http_client(Settings(pagerduty_token=None)) is None
+    assert pagerduty_http_client(PagerDutySettings(token=None)) is None
     no_from = await _reporter(client, sender=None).post(report_event("diagnosis"))
     assert no_from.skipped and "REMEDIUM_PAGERDUTY_FROM" in no_from.detail
     assert pagerduty_sandbox.received == []

@@ -19,10 +19,10 @@ from pydantic import SecretStr
 from temporalio.testing import WorkflowEnvironment
 
 from activities.jira import incident_label
+from remedium.demo.sandbox.jira import JiraSandbox
+from remedium.demo.sandbox.pagerduty import PagerDutySandbox
+from remedium.demo.sandbox.slack import SlackSandbox
 from remedium.models import Alert, AuditEntry, IncidentResult
-from remedium.sandbox.jira import JiraSandbox
-from remedium.sandbox.pagerduty import PagerDutySandbox
-from remedium.sandbox.slack import SlackSandbox
 from remedium.settings import Settings
 from tests.support import TargetService, restart_runbook, start, wait_for_stage, worker_for, write_config
 

@@ -14,14 +14,10 @@ from pathlib import Path
 import pytest
 
 from remedium.cli.runbook_cmd import validate_command
+from remedium.errors import ProblemsError
 from remedium.models.policy import Policy
-from remedium.policy_loader import PolicyError, load_policy, validate_policy_file
-from remedium.runbook.loader import (
-    RunbookError,
-    load_runbooks,
-    validate_paths,
-    validate_runbook_file,
-)
+from remedium.policy_loader import load_policy, validate_policy_file
+from remedium.runbook.loader import load_runbooks, validate_paths, validate_runbook_file
 from remedium.yamldoc import Problem
 
 REPO = Path(__file__).resolve().parent.parent
@@ -48,7 +44,7 @@ KNOWN_ACTIONS = ", ".join(
 )
 HTTP_KEYS = "expect_status, headers, json, method, undo, url"
 STEP_KEYS = "action, approval, description, id, risk, timeout, when, with"
-TOP_KEYS = "apiVersion, decide, diagnose, escalate, kind, limits, match, metadata, plan, report, verify"
+TOP_KEYS = "apiVersion, decide, diagnose, escalate, kind, limits, match, metadata, plan, report, vars, verify"
 
 EXPECTED: dict[str, list[str]] = {
     "bad-params.yaml": [
@@ -149,7 +145,7 @@ def test_load_runbooks_is_all_or_nothing(tmp_path: Path) -> None:
     for source in VALID.iterdir():
         shutil.copy(source, tmp_path / source.name)
     shutil.copy(INVALID / "typo-key.yaml", tmp_path / "typo-key.yaml")
-    with pytest.raises(RunbookError) as caught:
+    with pytest.raises(ProblemsError) as caught:
         load_runbooks([tmp_path])
     bad = str(tmp_path / "typo-key.yaml")
     assert str(caught.value).splitlines() == [
@@ -160,7 +156,7 @@ def test_load_runbooks_is_all_or_nothing(tmp_path: Path) -> None:
 
 
 def test_load_runbooks_reports_every_file() -> None:
-    with pytest.raises(RunbookError) as caught:
+    with pytest.raises(ProblemsError) as caught:
         load_runbooks([INVALID])
     assert str(caught.value).splitlines() == [
         line for name in sorted(EXPECTED) for line in expected_lines(name)
@@ -226,7 +222,7 @@ def test_policy_valid() -> None:
 
 def test_policy_typo_reports_line_and_column() -> None:
     path = POLICIES / "typo-policy.yaml"
-    with pytest.raises(PolicyError) as caught:
+    with pytest.raises(ProblemsError) as caught:
         load_policy(path)
     assert str(caught.value).splitlines() == [
         f"{path}:5:3: unknown key 'requred_for' (allowed: approvers, required_for, timeout)",
@@ -240,7 +236,7 @@ def test_policy_escalation_takes_one_way_to_hand_over(tmp_path: Path) -> None:
         "apiVersion: remedium/v1\nkind: Policy\nescalation:\n  pagerduty:\n"
         "    escalation_level: 3\n    assign_to: [PUSER01]\n"
     )
-    with pytest.raises(PolicyError) as caught:
+    with pytest.raises(ProblemsError) as caught:
         load_policy(path)
     assert str(caught.value) == (
         f"{path}:5:5: escalation.pagerduty: choose one way to escalate, not escalation_level and assign_to"
@@ -250,7 +246,7 @@ def test_policy_escalation_takes_one_way_to_hand_over(tmp_path: Path) -> None:
 
 
 def test_policy_missing_file() -> None:
-    with pytest.raises(PolicyError) as caught:
+    with pytest.raises(ProblemsError) as caught:
         load_policy(Path("no/such/policy.yaml"))
     assert str(caught.value) == "no/such/policy.yaml:1:1: no such file or directory"
 

@@ -20,9 +20,9 @@ import httpx
 import pytest
 from jsonschema import Draft4Validator
 
-from remedium.sandbox.jira import JiraSandbox
-from remedium.sandbox.pagerduty import PagerDutySandbox
-from remedium.sandbox.slack import SlackSandbox
+from remedium.demo.sandbox.jira import JiraSandbox
+from remedium.demo.sandbox.pagerduty import PagerDutySandbox
+from remedium.demo.sandbox.slack import SlackSandbox
 from tests.plugins.messaging import PD_INCIDENT
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"

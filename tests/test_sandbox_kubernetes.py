@@ -13,7 +13,7 @@ import pytest
 import urllib3
 from kubernetes.client import ApiException, AppsV1Api, CoreV1Api
 
-from remedium.sandbox.kubernetes import KubernetesSandbox, configmap, cronjob, deployment, job
+from remedium.demo.sandbox.kubernetes import KubernetesSandbox, configmap, cronjob, deployment, job
 from tests.support import VECTORS_DIR
 
 NS = "payments"

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from remedium.sandbox.prometheus import PrometheusSandbox
+from remedium.demo.sandbox.prometheus import PrometheusSandbox
 
 VECTORS = json.loads(
     (

@@ -12,11 +12,10 @@ from pydantic import SecretStr
 from slack_sdk.web.async_client import AsyncWebClient
 from temporalio.exceptions import ApplicationError
 
-from activities.slack import SlackReporter, slack_web_client
+from activities.slack import SlackReporter, SlackSettings, slack_web_client
+from remedium.demo.sandbox.slack import SlackSandbox
 from remedium.ingress.slack import ButtonValue
 from remedium.models import ReportEvent
-from remedium.sandbox.slack import SlackSandbox
-from remedium.settings import Settings
 
 UI = "http://temporal.example:8233"
 CHANNEL = "C0INCIDENTS"
@@ -24,9 +23,7 @@ Make = Callable[..., ReportEvent]
 
 
 def _client(sandbox: SlackSandbox, token: str | None = None, timeout: int | None = None) -> AsyncWebClient:
-    client = slack_web_client(
-        Settings(slack_token=SecretStr(token or sandbox.token), slack_api_url=sandbox.api_url)
-    )
+    client = slack_web_client(SlackSettings(token=SecretStr(token or sandbox.token), api_url=sandbox.api_url))
     assert client is not None
     if timeout is not None:
         client.timeout = timeout
@@ -139,7 +136,7 @@ async def test_outcome_marks_the_parent(slack_sandbox: SlackSandbox, report_even
 
 
 async def test_not_configured_is_skipped(report_event: Make) -> None:
-    assert slack_web_client(Settings()) is None
+    assert slack_web_client(SlackSettings()) is None
     result = await SlackReporter(None, None, UI).post(report_event("opened"))
     assert result.skipped and "REMEDIUM_SLACK_TOKEN" in result.detail
 

@@ -12,16 +12,15 @@ import pytest
 from pydantic import SecretStr
 from temporalio.exceptions import ApplicationError
 
-from activities.loki import LogQuery, LogsParams, loki_http_client
-from activities.prometheus import MetricParams, MetricQuery, prometheus_http_client
-from remedium.sandbox.loki import LokiSandbox
-from remedium.settings import Settings
+from activities.loki import LogQuery, LogsParams, LokiSettings, loki_http_client
+from activities.prometheus import MetricParams, MetricQuery, PrometheusSettings, prometheus_http_client
+from remedium.demo.sandbox.loki import LokiSandbox
 from tests.plugins.telemetry import RealPrometheus
 
 
 @pytest.fixture
 async def prom_client(prometheus: RealPrometheus) -> AsyncIterator[httpx.AsyncClient]:
-    client = prometheus_http_client(Settings(prometheus_url=prometheus.url))
+    client = prometheus_http_client(PrometheusSettings(url=prometheus.url))
     assert client is not None
     async with client:
         yield client
@@ -29,7 +28,7 @@ async def prom_client(prometheus: RealPrometheus) -> AsyncIterator[httpx.AsyncCl
 
 @pytest.fixture
 async def loki_client(loki: LokiSandbox) -> AsyncIterator[httpx.AsyncClient]:
-    client = loki_http_client(Settings(loki_url=loki.url, loki_org_id="tenant-a"))
+    client = loki_http_client(LokiSettings(url=loki.url, org_id="tenant-a"))
     assert client is not None
     async with client:
         yield client
@@ -101,7 +100,7 @@ async def test_syntax_error_is_final_and_quotes_prometheus(prom_client: httpx.As
 
 async def test_down_server_is_retryable_and_says_where() -> None:
     with socketless_url() as url:
-        client = prometheus_http_client(Settings(prometheus_url=url))
+        client = prometheus_http_client(PrometheusSettings(url=url))
         assert client is not None
         async with client:
             with pytest.raises(ApplicationError) as caught:
@@ -112,13 +111,11 @@ async def test_down_server_is_retryable_and_says_where() -> None:
 
 
 def test_factory_applies_bearer_or_basic_auth() -> None:
-    assert prometheus_http_client(Settings()) is None
-    bearer = prometheus_http_client(
-        Settings(prometheus_url="http://p:9090", prometheus_token=SecretStr("tok"))
-    )
+    assert prometheus_http_client(PrometheusSettings()) is None
+    bearer = prometheus_http_client(PrometheusSettings(url="http://p:9090", token=SecretStr("tok")))
     assert bearer is not None and bearer.headers["Authorization"] == "Bearer tok"
     basic = prometheus_http_client(
-        Settings(prometheus_url="http://p:9090", prometheus_username="u", prometheus_password=SecretStr("pw"))
+        PrometheusSettings(url="http://p:9090", username="u", password=SecretStr("pw"))
     )
     assert basic is not None and isinstance(basic.auth, httpx.BasicAuth)
 
@@ -173,7 +170,7 @@ async def test_logql_error_is_final_and_quotes_loki(loki_client: httpx.AsyncClie
 
 async def test_loki_down_is_retryable() -> None:
     with socketless_url() as url:
-        client = loki_http_client(Settings(loki_url=url))
+        client = loki_http_client(LokiSettings(url=url))
         assert client is not None
         async with client:
             with pytest.raises(ApplicationError) as caught:

@@ -9,6 +9,7 @@ from remedium.models.common import utc_text
 
 
 def current_details(status: IncidentStatus) -> str:
+    """What an operator in the UI needs without running a query: above all, how to approve."""
     alert = status.alert
     lines = [
         f"### {alert.title}",

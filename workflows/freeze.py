@@ -12,18 +12,31 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from remedium.models import FreezeState
     from remedium.models.common import Model, utc_text
+    from remedium.names import (
+        FREEZE_STATE_QUERY,
+        FREEZE_UPDATE,
+        FREEZE_WORKFLOW_ID,
+        FREEZE_WORKFLOW_TYPE,
+        UNFREEZE_UPDATE,
+    )
 
-FREEZE_WORKFLOW_ID = "remedium-freeze"
+__all__ = ["FREEZE_WORKFLOW_ID", "FreezeRequest", "FreezeWorkflow"]  # the id stays importable from here
+
+# Continue-as-new before a long freeze's history (one update per `freeze` call) grows large.
 HISTORY_LIMIT = 2000
 
 
 class FreezeRequest(Model):
+    """Who froze or unfroze, and why: shown in the UI and in every refused step's audit."""
+
     reason: str = ""
     by: str = ""
 
 
-@workflow.defn(name="Freeze")
+@workflow.defn(name=FREEZE_WORKFLOW_TYPE)
 class FreezeWorkflow:
+    """Its running is the freeze; `state` is what `guard.freeze_state` reads for every step."""
+
     @workflow.init
     def __init__(self, state: FreezeState) -> None:
         # Started frozen by `remedium freeze` (the start input carries the request), so no
@@ -34,6 +47,7 @@ class FreezeWorkflow:
 
     @workflow.run
     async def run(self, state: FreezeState) -> FreezeState:
+        """Live until unfrozen, continuing as new so a freeze can last for months."""
         if self._state.frozen:
             self._details()
         while True:
@@ -46,20 +60,24 @@ class FreezeWorkflow:
             workflow.continue_as_new(self._state)
 
     @workflow.update(
-        name="freeze", description='Freeze all state-changing actions. Data: {"reason": "...", "by": "..."}'
+        name=FREEZE_UPDATE,
+        description='Freeze all state-changing actions. Data: {"reason": "...", "by": "..."}',
     )
     def freeze(self, request: FreezeRequest) -> FreezeState:
+        """Freezing twice keeps the first reason and time: the original freeze is the one to explain."""
         if not self._state.frozen:
             self._state = FreezeState(frozen=True, reason=request.reason, by=request.by, since=workflow.now())
         self._details()
         return self._state
 
-    @workflow.update(name="unfreeze", description='Lift the freeze. Data: {"by": "..."}')
+    @workflow.update(name=UNFREEZE_UPDATE, description='Lift the freeze. Data: {"by": "..."}')
     def unfreeze(self, request: FreezeRequest) -> FreezeState:
         self._state = FreezeState(frozen=False, reason=request.reason, by=request.by, since=workflow.now())
         return self._state
 
-    @workflow.query(name="state", description="Whether actions are frozen, since when, by whom and why.")
+    @workflow.query(
+        name=FREEZE_STATE_QUERY, description="Whether actions are frozen, since when, by whom and why."
+    )
     def state(self) -> FreezeState:
         return self._state
 

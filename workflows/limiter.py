@@ -18,23 +18,31 @@ with workflow.unsafe.imports_passed_through():
 
     from remedium.models import SlotGrant, SlotRequest
     from remedium.models.common import Model, utc_text
+    from remedium.names import ACQUIRE_UPDATE, GRANTS_QUERY, LIMITER_WORKFLOW_TYPE
 
 
 class Grant(Model):
+    """One slot taken; `key` (incident/step) makes a retried acquire idempotent."""
+
     key: str
     at: datetime
     expires: datetime
 
 
 class LimiterState(Model):
+    """What survives continue-as-new: only the grants still inside the window."""
+
     grants: list[Grant] = Field(default_factory=list)
 
 
+# Continue-as-new well before Temporal's history limits; the state carried over is tiny.
 HISTORY_LIMIT = 2000
 
 
-@workflow.defn(name="TargetLimiter")
+@workflow.defn(name=LIMITER_WORKFLOW_TYPE)
 class TargetLimiterWorkflow:
+    """The sliding window of one (action, target); it ends itself once the window is empty."""
+
     @workflow.init
     def __init__(self, state: LimiterState) -> None:
         self._grants = list(state.grants)
@@ -61,8 +69,11 @@ class TargetLimiterWorkflow:
                 self._prune()
                 workflow.continue_as_new(LimiterState(grants=self._grants))
 
-    @workflow.update(name="acquire", description="Take one slot of the window, or be told when one frees up.")
+    @workflow.update(
+        name=ACQUIRE_UPDATE, description="Take one slot of the window, or be told when one frees up."
+    )
     def acquire(self, request: SlotRequest) -> SlotGrant:
+        """Grant or refuse at once (no await), so concurrent incidents are serialised here."""
         self._prune()
         per = timedelta(seconds=request.per_s)
         used = len(self._grants)
@@ -88,7 +99,7 @@ class TargetLimiterWorkflow:
             retry_after=retry_after,
         )
 
-    @workflow.query(name="grants", description="Live grants in the window: who used a slot and when.")
+    @workflow.query(name=GRANTS_QUERY, description="Live grants in the window: who used a slot and when.")
     def grants(self) -> list[Grant]:
         return list(self._grants)
 

@@ -19,6 +19,7 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from remedium.models import ReportEvent, ReportResult
+    from remedium.names import report_activity
 
 REPORT_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2),
@@ -33,6 +34,8 @@ FailureHook = Callable[[str, str], None]
 
 
 class Outbox:
+    """One ordered queue and one drain task per channel, created when the incident starts."""
+
     def __init__(self, channels: list[str], record: Recorder, on_failure: FailureHook | None = None) -> None:
         self._queues: dict[str, list[ReportEvent]] = {c: [] for c in channels}
         self._busy: dict[str, bool] = dict.fromkeys(channels, False)
@@ -43,6 +46,7 @@ class Outbox:
         self._tasks = [asyncio.create_task(self._drain(channel)) for channel in channels]
 
     def post(self, event: ReportEvent) -> None:
+        """Queue without waiting: reporting must never hold up a remediation step."""
         for channel, queue in self._queues.items():
             if channel in self._failed and event.kind != "outcome":
                 continue  # a dead channel gets one last try with the outcome only
@@ -68,6 +72,7 @@ class Outbox:
         return not any(self._queues.values()) and not any(self._busy.values())
 
     def _with_degraded_note(self, channel: str, event: ReportEvent) -> ReportEvent:
+        """Readers of one channel learn that another went dark, on every event until the end."""
         others = {c: why for c, why in self._failed.items() if c != channel}
         if not others:
             return event
@@ -75,6 +80,7 @@ class Outbox:
         return event.model_copy(update={"markdown": f"{note}\n\n{event.markdown}".strip()})
 
     async def _drain(self, channel: str) -> None:
+        """One event at a time per channel, so a ticket exists before its comments."""
         queue = self._queues[channel]
         while True:
             await workflow.wait_condition(lambda: bool(queue))
@@ -86,9 +92,10 @@ class Outbox:
                 self._busy[channel] = False
 
     async def _send(self, channel: str, event: ReportEvent) -> None:
+        """A failed report is audited, never raised: the incident goes on without that channel."""
         try:
             result: ReportResult = await workflow.execute_activity(
-                f"report.{channel}",
+                report_activity(channel),
                 event,
                 result_type=ReportResult,
                 start_to_close_timeout=REPORT_ATTEMPT_TIMEOUT,

@@ -1,11 +1,17 @@
-"""`remedium freeze` / `unfreeze`: start or end the FreezeWorkflow singleton."""
+"""`remedium freeze` / `unfreeze`: start or end the Freeze workflow singleton.
+
+Freezing is update-with-start, so the first freeze creates the workflow and a second one
+only reports who froze first; a running Freeze workflow is what every incident checks.
+"""
 
 from __future__ import annotations
 
 import getpass
 from datetime import timedelta
+from typing import Any
 
 from temporalio.client import (
+    Client,
     WithStartWorkflowOperation,
     WorkflowExecutionStatus,
     WorkflowUpdateRPCTimeoutOrCancelledError,
@@ -13,12 +19,12 @@ from temporalio.client import (
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
-from remedium.cli.commands import _client
-from remedium.cli.main import CommandError
+from remedium.cli.common import CommandError, connect
 from remedium.models import FreezeState
 from remedium.models.common import utc_text
+from remedium.names import FREEZE_UPDATE, FREEZE_WORKFLOW_ID, FREEZE_WORKFLOW_TYPE, UNFREEZE_UPDATE
 from remedium.settings import Settings
-from workflows.freeze import FREEZE_WORKFLOW_ID, FreezeRequest, FreezeWorkflow
+from workflows.freeze import FreezeRequest
 
 ANSWER_WITHIN = timedelta(seconds=20)
 
@@ -31,6 +37,7 @@ def _no_worker(task_queue: str, consequence: str) -> str:
 
 
 def _who(by: str | None) -> str:
+    """`--as`, else the login name: a freeze always says who set it."""
     if by:
         return by
     try:
@@ -40,34 +47,46 @@ def _who(by: str | None) -> str:
 
 
 async def freeze_command(freeze: bool, reason: str, by: str | None) -> int:
+    """Freeze (or unfreeze) and say what state the switch is in now."""
     settings = Settings.load()
-    client = await _client(settings)
+    client = await connect(settings)
     request = FreezeRequest(reason=reason, by=_who(by))
     if freeze:
-        start = WithStartWorkflowOperation(
-            FreezeWorkflow.run,
-            FreezeState(frozen=True, reason=request.reason, by=request.by),
-            id=FREEZE_WORKFLOW_ID,
-            task_queue=settings.task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        return await _freeze(client, settings.task_queue, request)
+    return await _unfreeze(client, settings.task_queue, request)
+
+
+async def _freeze(client: Client, task_queue: str, request: FreezeRequest) -> int:
+    start: WithStartWorkflowOperation[Any, FreezeState] = WithStartWorkflowOperation(
+        FREEZE_WORKFLOW_TYPE,
+        FreezeState(frozen=True, reason=request.reason, by=request.by),
+        id=FREEZE_WORKFLOW_ID,
+        task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        result_type=FreezeState,
+    )
+    try:
+        state: FreezeState = await client.execute_update_with_start_workflow(
+            FREEZE_UPDATE,
+            request,
+            start_workflow_operation=start,
+            result_type=FreezeState,
+            rpc_timeout=ANSWER_WITHIN,
         )
-        try:
-            state = await client.execute_update_with_start_workflow(
-                FreezeWorkflow.freeze, request, start_workflow_operation=start, rpc_timeout=ANSWER_WITHIN
-            )
-        except WorkflowUpdateRPCTimeoutOrCancelledError:
-            # The freeze workflow now exists, and a running one is what every incident checks.
-            raise CommandError(
-                _no_worker(settings.task_queue, "the freeze is recorded and holds all the same")
-            ) from None
-        since = utc_text(state.since) if state.since else "now"
-        if state.by != request.by or state.reason != request.reason:
-            print(f"already frozen since {since} by {state.by}: {state.reason}")
-        else:
-            print(f"frozen since {since} by {state.by}: {state.reason}")
-        print("No state-changing action will start until `remedium unfreeze`.")
-        return 0
-    handle = client.get_workflow_handle_for(FreezeWorkflow.run, FREEZE_WORKFLOW_ID)
+    except WorkflowUpdateRPCTimeoutOrCancelledError:
+        # The freeze workflow now exists, and a running one is what every incident checks.
+        raise CommandError(_no_worker(task_queue, "the freeze is recorded and holds all the same")) from None
+    since = utc_text(state.since) if state.since else "now"
+    if state.by != request.by or state.reason != request.reason:
+        print(f"already frozen since {since} by {state.by}: {state.reason}")
+    else:
+        print(f"frozen since {since} by {state.by}: {state.reason}")
+    print("No state-changing action will start until `remedium unfreeze`.")
+    return 0
+
+
+async def _unfreeze(client: Client, task_queue: str, request: FreezeRequest) -> int:
+    handle = client.get_workflow_handle(FREEZE_WORKFLOW_ID)
     try:
         description = await handle.describe()
     except RPCError as exc:
@@ -78,10 +97,12 @@ async def freeze_command(freeze: bool, reason: str, by: str | None) -> int:
         print("not frozen; nothing to do")
         return 0
     try:
-        await handle.execute_update(FreezeWorkflow.unfreeze, request, rpc_timeout=ANSWER_WITHIN)
+        await handle.execute_update(
+            UNFREEZE_UPDATE, request, result_type=FreezeState, rpc_timeout=ANSWER_WITHIN
+        )
     except WorkflowUpdateRPCTimeoutOrCancelledError:
         raise CommandError(
-            _no_worker(settings.task_queue, "still frozen; the unfreeze applies once a worker takes it")
+            _no_worker(task_queue, "still frozen; the unfreeze applies once a worker takes it")
         ) from None
     print(f"unfrozen by {request.by}; incidents waiting on the freeze go ahead")
     return 0

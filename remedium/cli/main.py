@@ -1,5 +1,7 @@
 """`remedium` entry point: argument parsing and dispatch; each command lives in its own module.
 
+Command modules share only remedium.cli.common and never import this module or each other.
+
 The process ends with os._exit after flushing, because the Temporal SDK's Rust core can
 abort a short-lived interpreter at exit (exit 134, sdk-python#300).
 """
@@ -13,7 +15,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-USAGE_ERROR = 2
+from remedium.cli.common import USAGE_ERROR, CommandError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -78,6 +80,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; its CommandError becomes `remedium: <sentence>` on stderr and its code."""
     try:
         args = _parser().parse_args(argv)
     except SystemExit as exc:
@@ -92,47 +95,58 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code
 
 
-class CommandError(Exception):
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
-
-
 def _dispatch(args: argparse.Namespace) -> int:
-    from remedium.cli import commands
-
-    if args.command == "runbook" and args.runbook_command == "validate":
+    """Import only the chosen command's module: `--help` and `runbook validate` stay quick."""
+    command = args.command
+    if command == "runbook" and args.runbook_command == "validate":
         from remedium.cli.runbook_cmd import validate_command
 
         return validate_command(args.paths)
-    if args.command == "runbook":
-        return commands.runbook_test(args.runbook, args.alert, args.facts)
-    if args.command == "replay":
-        return asyncio.run(commands.replay(args.paths))
-    if args.command == "worker":
-        return asyncio.run(commands.worker())
-    if args.command == "ingress":
-        return asyncio.run(commands.ingress())
-    if args.command == "up":
-        return asyncio.run(
-            commands.up(args.temporal_port, args.ui_port, args.ingress_address, args.state_dir, args.demo)
-        )
-    if args.command == "demo":
-        return asyncio.run(commands.demo(args.scenario, args.variant, args.keep_running))
-    if args.command == "incident" and args.incident_command == "list":
-        return asyncio.run(commands.incident_list(args.json, args.limit))
-    if args.command == "incident":
-        return asyncio.run(commands.incident_show(args.id, args.json))
-    if args.command in ("approve", "reject"):
-        return asyncio.run(commands.decide(args.id, args.command, args.step, args.by, args.reason))
-    if args.command in ("freeze", "unfreeze"):
+    if command == "runbook":
+        from remedium.cli.runbook_try import runbook_test_command
+
+        return asyncio.run(runbook_test_command(args.runbook, args.alert, args.facts))
+    if command == "replay":
+        from remedium.cli.replay_cmd import replay_command
+
+        return asyncio.run(replay_command(args.paths))
+    if command in ("up", "demo", "worker", "ingress"):
+        return _dispatch_stack(args)
+    if command == "incident":
+        from remedium.cli.incident_cmd import incident_list, incident_show
+
+        if args.incident_command == "list":
+            return asyncio.run(incident_list(args.json, args.limit))
+        return asyncio.run(incident_show(args.id, args.json))
+    if command in ("approve", "reject"):
+        from remedium.cli.approve_cmd import decide_command
+
+        return asyncio.run(decide_command(args.id, command, args.step, args.by, args.reason))
+    if command in ("freeze", "unfreeze"):
         from remedium.cli.freeze_cmd import freeze_command
 
-        return asyncio.run(freeze_command(args.command == "freeze", getattr(args, "reason", ""), args.by))
-    raise CommandError(f"unknown command {args.command}", USAGE_ERROR)
+        return asyncio.run(freeze_command(command == "freeze", getattr(args, "reason", ""), args.by))
+    raise CommandError(f"unknown command {command}", USAGE_ERROR)
+
+
+def _dispatch_stack(args: argparse.Namespace) -> int:
+    from remedium.cli import stack_cmd
+
+    if args.command == "up":
+        return asyncio.run(
+            stack_cmd.up_command(
+                args.temporal_port, args.ui_port, args.ingress_address, args.state_dir, args.demo
+            )
+        )
+    if args.command == "demo":
+        return asyncio.run(stack_cmd.demo_command(args.scenario, args.variant, args.keep_running))
+    if args.command == "worker":
+        return asyncio.run(stack_cmd.worker_command())
+    return asyncio.run(stack_cmd.ingress_command())
 
 
 def entry() -> None:
+    """The console script: flush, then os._exit (see the module docstring for why)."""
     code = main()
     sys.stdout.flush()
     sys.stderr.flush()

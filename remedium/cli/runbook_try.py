@@ -1,4 +1,8 @@
-"""`remedium runbook test`: match, rendered plan and dry run for one alert, touching nothing."""
+"""`remedium runbook test`: match, rendered plan and dry run for one alert, touching nothing.
+
+Decides exactly as the worker's `runbook.decide` activity would and runs each step's dry
+run, so a runbook author sees what an incident would do before any incident happens.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +10,20 @@ import json
 from pathlib import Path
 from typing import Any
 
-import httpx
 from pydantic import ValidationError
 
-from activities.registry import Clients, action_catalog
+from remedium.catalog import action_catalog
+from remedium.cli.common import CommandError
+from remedium.errors import ProblemsError
 from remedium.models import ActionRequest, Alert, DecideInput, Fact
+from remedium.policy_loader import load_policy
 from remedium.runbook import engine
-from remedium.runbook.loader import RunbookError, load_runbooks
+from remedium.runbook.loader import load_runbooks
 from remedium.settings import Settings
 
 
 def _load_alert(path: Path) -> Alert:
-    from remedium.cli.main import CommandError
-
+    """An alert as JSON, or a PagerDuty `incident.triggered` webhook body as the ingress gets it."""
     try:
         data: Any = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
@@ -40,20 +45,22 @@ def _load_alert(path: Path) -> Alert:
         raise CommandError(f"{path}: not an alert: {exc.errors(include_url=False)[0]['msg']}") from None
 
 
-async def try_runbook(runbook_path: Path, alert_path: Path, facts_path: Path | None) -> int:
-    from remedium.cli.main import CommandError
-    from remedium.policy_loader import PolicyError, load_policy
+async def runbook_test_command(runbook_path: str, alert_path: str, facts_path: str | None) -> int:
+    """Exit 0 when the runbook matches and decides a plan; 1 when it does not."""
+    return await try_runbook(Path(runbook_path), Path(alert_path), Path(facts_path) if facts_path else None)
 
+
+async def try_runbook(runbook_path: Path, alert_path: Path, facts_path: Path | None) -> int:
     try:
         (runbook,) = load_runbooks([runbook_path])
-    except RunbookError as exc:
+    except ProblemsError as exc:
         raise CommandError(f"invalid runbook:\n{exc}") from None
     except ValueError:
         raise CommandError(f"{runbook_path} must be one runbook file") from None
     settings = Settings.load()
     try:
         policy = load_policy(settings.policy_file)
-    except PolicyError as exc:
+    except ProblemsError as exc:
         raise CommandError(f"invalid policy:\n{exc}") from None
     alert = _load_alert(alert_path)
     facts: dict[str, Fact] = {}
@@ -74,8 +81,9 @@ async def try_runbook(runbook_path: Path, alert_path: Path, facts_path: Path | N
         return 1
     print("plan:")
     catalog = action_catalog()
-    async with httpx.AsyncClient(timeout=10) as http:
-        clients = Clients(http=http)
+    from remedium.worker import open_clients  # the worker's own clients: a dry run sees what it would
+
+    async with open_clients(settings) as clients:
         for n, step in enumerate(decision.steps, 1):
             approval = (
                 f"approval required (timeout {step.approval_timeout_s:.0f}s)"

@@ -22,16 +22,13 @@ from temporalio.client import WorkflowHandle
 
 from remedium.connection import connect
 from remedium.demo.sandboxes import WEBHOOK_SECRET, DemoSandboxes
+from remedium.demo.scenarios import load_scenario
 from remedium.demo.webhook import triggered_delivery
+from remedium.errors import DemoError
 from remedium.models import AuditEntry, IncidentResult
-from remedium.scenarios import load_scenario
 from remedium.settings import Settings
 
 DEMO_TIMEOUT_S = 600.0
-
-
-class DemoError(Exception):
-    """The demo could not run (not: the incident ended otherwise than expected)."""
 
 
 def free_port() -> int:

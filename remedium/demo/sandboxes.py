@@ -14,13 +14,13 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from remedium.sandbox.jira import JiraSandbox
-from remedium.sandbox.kubernetes import KubernetesSandbox
-from remedium.sandbox.loki import LokiSandbox
-from remedium.sandbox.pagerduty import PagerDutySandbox
-from remedium.sandbox.prometheus import PrometheusSandbox
-from remedium.sandbox.slack import SlackSandbox
-from remedium.scenarios import SCENARIOS, ScenarioWorld, load_scenario
+from remedium.demo.sandbox.jira import JiraSandbox
+from remedium.demo.sandbox.kubernetes import KubernetesSandbox
+from remedium.demo.sandbox.loki import LokiSandbox
+from remedium.demo.sandbox.pagerduty import PagerDutySandbox
+from remedium.demo.sandbox.prometheus import PrometheusSandbox
+from remedium.demo.sandbox.slack import SlackSandbox
+from remedium.demo.scenarios import ScenarioWorld, scenarios
 
 SLACK_CHANNEL = "C0INCIDENTS"
 JIRA_PROJECT = "OPS"
@@ -98,10 +98,10 @@ class DemoSandboxes:
     def seed_all(self) -> list[str]:
         """Every scenario's world at once (distinct namespaces), for `remedium up --demo`."""
         world = self.world()
-        for name in SCENARIOS:
-            scenario = load_scenario(name)
+        found = scenarios()
+        for scenario in found.values():
             scenario.seed(world)
-        return list(SCENARIOS)
+        return list(found)
 
     def settings_update(self, state_dir: Path, policy_file: Path | None) -> dict[str, Any]:
         """Settings pointing the worker and ingress at the sandboxes; writes kubeconfig and policy."""

@@ -1,4 +1,4 @@
-"""Alertmanager webhooks (payload version 4): bearer-token check and alert normalisation.
+"""Alertmanager webhooks (payload version 4): bearer-token check, alert normalisation, the route.
 
 Alertmanager signs nothing; the receiver's `http_config.authorization` sends a bearer token,
 compared here in constant time. One incident per alert fingerprint (a hash of the labels),
@@ -15,18 +15,34 @@ import json
 from datetime import datetime
 from typing import Any, Literal
 
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from temporalio.client import Client
 
+from remedium.errors import BodyTooLarge, MalformedInput
 from remedium.incidents import signal_external_update, start_alert_episode
+from remedium.ingress.common import (
+    ClientProvider,
+    IngressMetrics,
+    log,
+    read_bounded,
+    refuse,
+    secret_value,
+    unavailable,
+)
 from remedium.models import Alert, ExternalUpdate
+from remedium.names import incident_workflow_id
+from remedium.settings import Settings
+
+SOURCE = "alertmanager"
 
 # Label names tried in order for the alert's service: an explicit `service` label first, then
 # the usual Kubernetes `app`, then Prometheus' scrape `job`, then the namespace as a last resort.
 SERVICE_LABELS = ("service", "app", "job", "namespace")
 
 
-class MalformedMessage(ValueError):
+class MalformedMessage(MalformedInput):
     """The body is not an Alertmanager v4 webhook; the message says what is wrong."""
 
 
@@ -46,7 +62,7 @@ class AlertmanagerAlert(_Lenient):
 
     @property
     def workflow_id(self) -> str:
-        return f"incident-alertmanager-{self.fingerprint}"
+        return incident_workflow_id(SOURCE, self.fingerprint)
 
     @property
     def episode(self) -> str:
@@ -106,7 +122,7 @@ def to_alert(alert: AlertmanagerAlert) -> Alert:
     service = next((labels[name] for name in SERVICE_LABELS if labels.get(name)), "")
     title = annotations.get("summary") or labels.get("alertname") or f"alert {alert.fingerprint}"
     return Alert(
-        source="alertmanager",
+        source=SOURCE,
         id=alert.fingerprint,
         title=title,
         service=service,
@@ -122,7 +138,7 @@ def resolved_update(alert: AlertmanagerAlert) -> ExternalUpdate:
     ended = f" at {alert.ends_at.isoformat()}" if alert.ends_at and alert.ends_at.year > 1 else ""
     return ExternalUpdate(
         event="resolved",
-        source="alertmanager",
+        source=SOURCE,
         note=f"alert {alert.labels.get('alertname', alert.fingerprint)} resolved{ended}",
     )
 
@@ -153,3 +169,66 @@ async def deliver(client: Client, task_queue: str, message: AlertmanagerMessage)
         if isinstance(result, BaseException):
             raise result
     return [result for result in results if not isinstance(result, BaseException)]
+
+
+NOT_CONFIGURED = (
+    "REMEDIUM_ALERTMANAGER_TOKEN is not configured on this ingress; set it and send it "
+    "from the receiver's http_config.authorization as a Bearer token"
+)
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="remedium"'}
+
+
+def count_outcomes(metrics: IngressMetrics, outcomes: list[dict[str, Any]]) -> None:
+    """One webhook outcome per alert of the delivery, and a start for each new incident."""
+    for outcome in outcomes:
+        if outcome.get("started"):
+            metrics.started(SOURCE)
+            metrics.delivered(SOURCE, "started")
+        elif "started" in outcome:
+            metrics.delivered(SOURCE, "duplicate")
+        else:
+            metrics.delivered(SOURCE, "signaled" if outcome["signaled"] else "no_incident")
+
+
+def router(settings: Settings, client: ClientProvider, metrics: IngressMetrics) -> APIRouter:
+    """`POST /webhooks/alertmanager`: the token before the body is read, then size, then parsing."""
+    routes = APIRouter()
+    token = secret_value(settings.alertmanager_token)
+    limit = settings.max_webhook_bytes
+
+    def reject(status: int, outcome: str, message: str) -> JSONResponse:
+        headers = _CHALLENGE if status == 401 else None
+        return refuse(metrics, SOURCE, status, outcome, message, headers=headers)
+
+    @routes.post("/webhooks/alertmanager")
+    async def alertmanager_webhook(request: Request) -> Response:
+        if not token and not settings.insecure_webhooks:
+            return reject(401, "not_configured", NOT_CONFIGURED)
+        if token:
+            header = request.headers.get("authorization")
+            if not bearer_matches(header, token):
+                why = "bearer token does not match" if header else "missing bearer token"
+                return reject(401, "unauthorized", why)
+        try:
+            body = await read_bounded(request, limit)
+        except BodyTooLarge:
+            return reject(413, "too_large", f"body over {limit} bytes")
+        try:
+            message = parse_message(body)
+        except MalformedMessage as exc:
+            return reject(400, "malformed", str(exc))
+        if message.truncated_alerts:
+            log.warning(
+                "alertmanager group %s dropped %d alert(s) (receiver max_alerts): they open no incident",
+                message.group_key,
+                message.truncated_alerts,
+            )
+        try:
+            outcomes = await deliver(await client(), settings.task_queue, message)
+        except Exception as exc:  # Temporal unreachable or refusing: let Alertmanager retry
+            return unavailable(metrics, SOURCE, f"alertmanager group {message.group_key}", exc)
+        count_outcomes(metrics, outcomes)
+        reply = {"group_key": message.group_key, "status": message.status, "alerts": outcomes}
+        return JSONResponse(reply, status_code=202)
+
+    return routes

@@ -1,4 +1,4 @@
-"""PagerDuty Webhooks V3: signature check over the raw body and event parsing.
+"""PagerDuty Webhooks V3: signature check over the raw body, event parsing, and the route.
 
 Signature: `X-PagerDuty-Signature: v1=<hex>[,v1=<hex>...]`, HMAC-SHA256 of the raw body with
 the subscription secret; during a rotation there is one entry per secret and any match is
@@ -14,9 +14,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
+from remedium.errors import BodyTooLarge, MalformedInput
+from remedium.incidents import signal_external_update, start_incident
+from remedium.ingress.common import ClientProvider, IngressMetrics, read_bounded, refuse, unavailable
 from remedium.models import Alert, ExternalUpdate
+from remedium.names import incident_workflow_id
+from remedium.settings import Settings
+
+SOURCE = "pagerduty"
 
 LIFECYCLE = {
     "incident.resolved": "resolved",
@@ -26,7 +35,7 @@ LIFECYCLE = {
 }
 
 
-class MalformedEvent(ValueError):
+class MalformedEvent(MalformedInput):
     """The body is not a PagerDuty V3 event we can act on; the message says what is wrong."""
 
 
@@ -40,7 +49,7 @@ class PagerDutyEvent:
 
     @property
     def workflow_id(self) -> str | None:
-        return f"incident-pagerduty-{self.incident_id}" if self.incident_id else None
+        return incident_workflow_id(SOURCE, self.incident_id) if self.incident_id else None
 
 
 def sign(body: bytes, secret: bytes) -> str:
@@ -99,7 +108,7 @@ def _alert(data: dict[str, Any], incident_id: str) -> Alert:
             raise MalformedEvent("event.data.created_at is not an ISO 8601 time") from None
     try:
         return Alert(
-            source="pagerduty",
+            source=SOURCE,
             id=incident_id,
             title=str(data.get("title") or ""),
             service=_summary(data, "service"),
@@ -146,5 +155,60 @@ def parse_event(body: bytes) -> PagerDutyEvent:
         note = str(data.get("content") or "")
     elif lifecycle == "resolved" and isinstance(data.get("resolve_reason"), str):
         note = data["resolve_reason"]
-    update = ExternalUpdate(event=lifecycle, by=by, note=note[:2000], source="pagerduty")
+    update = ExternalUpdate(event=lifecycle, by=by, note=note[:2000], source=SOURCE)
     return PagerDutyEvent(event_id, event_type, incident_id, update=update)
+
+
+async def deliver(
+    client: ClientProvider, task_queue: str, event: PagerDutyEvent
+) -> tuple[dict[str, Any], str]:
+    """Start or signal the incident: the 202 reply and the outcome label; Temporal errors propagate.
+
+    The client is only asked for when the event needs Temporal, so an ignored event is
+    answered even while Temporal is down.
+    """
+    if event.alert is not None:
+        started = await start_incident(await client(), task_queue, event.alert)
+        reply = {"workflow_id": event.alert.workflow_id, "started": started}  # the contract's exact shape
+        return reply, "started" if started else "duplicate"
+    if event.update is not None and event.workflow_id is not None:
+        signaled = await signal_external_update(await client(), event.workflow_id, event.update)
+        reply = {"workflow_id": event.workflow_id, "event_type": event.event_type, "signaled": signaled}
+        return reply, "signaled" if signaled else "no_incident"
+    return {"event_type": event.event_type, "ignored": f"{event.event_type} needs no action"}, "ignored"
+
+
+def router(
+    settings: Settings, client: ClientProvider, metrics: IngressMetrics, secrets: list[bytes]
+) -> APIRouter:
+    """`POST /webhooks/pagerduty`: size, then signature, then parsing, before anything reaches Temporal.
+
+    With no `secrets` (insecure mode, checked by the app) signatures are not checked.
+    """
+    routes = APIRouter()
+    limit = settings.max_webhook_bytes
+
+    @routes.post("/webhooks/pagerduty")
+    async def pagerduty(request: Request) -> Response:
+        try:
+            body = await read_bounded(request, limit)
+        except BodyTooLarge:
+            return refuse(metrics, SOURCE, 413, "too_large", f"body over {limit} bytes")
+        if secrets and not verify_signature(body, request.headers.get("x-pagerduty-signature"), secrets):
+            missing = "x-pagerduty-signature" not in request.headers
+            why = "missing signature" if missing else "signature does not match"
+            return refuse(metrics, SOURCE, 401, "unauthorized", why)
+        try:
+            event = parse_event(body)
+        except MalformedEvent as exc:
+            return refuse(metrics, SOURCE, 400, "malformed", str(exc))
+        try:
+            reply, outcome = await deliver(client, settings.task_queue, event)
+        except Exception as exc:  # Temporal unreachable or refusing: let PagerDuty retry
+            return unavailable(metrics, SOURCE, f"{event.event_type} {event.event_id}", exc)
+        if outcome == "started":
+            metrics.started(SOURCE)
+        metrics.delivered(SOURCE, outcome)
+        return JSONResponse(reply, status_code=202)
+
+    return routes

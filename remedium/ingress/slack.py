@@ -17,13 +17,19 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import parse_qs
 
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from slack_sdk.signature import Clock, SignatureVerifier
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 from temporalio.client import Client
 
+from remedium.errors import BodyTooLarge, MalformedInput
+from remedium.errors import Unauthorized as Unauthorized  # re-exported: raised by `verify`
 from remedium.incidents import DecisionRefused, IncidentNotRunning, decide
+from remedium.ingress.common import IngressMetrics, read_bounded, refuse
 from remedium.models import DecideRequest
+from remedium.settings import Settings
 
 log = logging.getLogger("remedium.ingress.slack")
 
@@ -32,13 +38,10 @@ REJECT_ACTION = "remedium_reject"
 REPLAY_WINDOW_S = 300
 DECIDE_TIMEOUT_S = 60.0
 _DEDUPE_KEEP = 4096
+SOURCE = "slack"
 
 
-class Unauthorized(Exception):
-    """The request is not provably from Slack; the message says why."""
-
-
-class MalformedInteraction(ValueError):
+class MalformedInteraction(MalformedInput):
     """Signed by Slack but not an interaction we can read; the message says what is wrong."""
 
 
@@ -156,6 +159,11 @@ class SlackInteractions:
         self._seen: OrderedDict[tuple[str, ...], None] = OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
 
+    @property
+    def configured(self) -> bool:
+        """Whether a signing secret was given; without one only insecure mode accepts clicks."""
+        return self._verifier is not None
+
     def authenticate(self, body: bytes, headers: Mapping[str, str]) -> None:
         """Raise Unauthorized; without a secret only insecure mode gets here (then anything passes)."""
         if self._verifier is not None:
@@ -223,3 +231,47 @@ class SlackInteractions:
             return
         if response.status_code != 200:
             log.warning("slack response_url answered %d: %s", response.status_code, response.body)
+
+
+NOT_CONFIGURED = (
+    "REMEDIUM_SLACK_SIGNING_SECRET is not configured on this ingress; set it to the Slack "
+    "app's signing secret to accept button clicks"
+)
+
+
+def router(settings: Settings, interactions: SlackInteractions, metrics: IngressMetrics) -> APIRouter:
+    """`POST /webhooks/slack/interactions`: size, signature, parsing, then an empty 200 at once.
+
+    `interactions` holds the signing secret (None: unconfigured) and applies accepted clicks.
+    """
+    routes = APIRouter()
+    limit = settings.max_webhook_bytes
+
+    def reject(status: int, outcome: str, message: str) -> JSONResponse:
+        return refuse(metrics, SOURCE, status, outcome, message, what="interaction")
+
+    @routes.post("/webhooks/slack/interactions")
+    async def slack_interactions(request: Request) -> Response:
+        if not interactions.configured and not settings.insecure_webhooks:
+            return reject(401, "not_configured", NOT_CONFIGURED)
+        try:
+            body = await read_bounded(request, limit)
+        except BodyTooLarge:
+            return reject(413, "too_large", f"body over {limit} bytes")
+        try:
+            interactions.authenticate(body, request.headers)
+        except Unauthorized as exc:
+            return reject(401, "unauthorized", str(exc))
+        try:
+            click = parse_click(body)
+        except MalformedInteraction as exc:
+            return reject(400, "malformed", str(exc))
+        if click is None:
+            metrics.delivered(SOURCE, "ignored")
+        elif interactions.accept(click):
+            metrics.delivered(SOURCE, "accepted")
+        else:
+            metrics.delivered(SOURCE, "duplicate")
+        return Response(status_code=200)  # Slack's acknowledgement: an empty 200, at once
+
+    return routes

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from remedium.models.common import Model
+from remedium.names import incident_workflow_id
 
 AlertSource = Literal["pagerduty", "alertmanager", "manual"]
 
@@ -25,7 +26,7 @@ class Alert(Model):
 
     @property
     def workflow_id(self) -> str:
-        return f"incident-{self.source}-{self.id}"
+        return incident_workflow_id(self.source, self.id)
 
 
 class ExternalUpdate(Model):

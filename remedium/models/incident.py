@@ -69,6 +69,9 @@ class RunbookDecision(Model):
     verify: VerifySpec | None = None
     max_actions: int = 10
     max_duration_s: float = 3600
+    vars: dict[str, Any] = Field(
+        default_factory=dict, description="the chosen runbook's vars, both groups, rendered once"
+    )
 
 
 class ActionRequest(Model):
@@ -227,6 +230,10 @@ class PrepareResult(Model):
     candidates: list[Runbook]
     channels: list[str] = Field(default_factory=list, description="report channels the worker has")
     ui_url: str = Field(default="", description="Temporal UI base, for links in reports")
+    vars: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="runbook name -> its vars rendered from the alert (a var that failed is absent)",
+    )
 
 
 class VerifyRequest(Model):
@@ -234,6 +241,9 @@ class VerifyRequest(Model):
     verify: VerifySpec
     facts: dict[str, Fact]
     round: int
+    vars: dict[str, Any] = Field(
+        default_factory=dict, description="the decision's vars; empty: recomputed from the runbook"
+    )
 
 
 class VerifyVerdict(Model):
@@ -247,6 +257,9 @@ class DecideInput(Model):
     policy: Policy
     candidates: list[Runbook]
     facts: dict[str, Fact]
+    vars: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="PrepareResult.vars; a runbook absent here is rendered now"
+    )
 
 
 class DiagnosticRequest(Model):
@@ -256,6 +269,7 @@ class DiagnosticRequest(Model):
     kind: str
     params: dict[str, Any]
     facts: dict[str, Fact] = Field(default_factory=dict)
+    vars: dict[str, Any] = Field(default_factory=dict, description="the runbook's vars known at this stage")
 
 
 class ReportRequest(Model):
@@ -266,6 +280,9 @@ class ReportRequest(Model):
     facts: dict[str, Fact]
     actions: list[ActionResult]
     audit: list[AuditEntry]
+    vars: dict[str, Any] = Field(
+        default_factory=dict, description="the decision's vars; empty: recomputed from the runbook"
+    )
 
 
 class Report(Model):

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, StringConstraints, field_validator
 
 from remedium.models.common import Duration, UserModel
 
 SLUG = r"^[a-z0-9]([a-z0-9_-]*[a-z0-9])?$"
+VAR_NAME = r"^[A-Za-z][A-Za-z0-9_]*$"  # what `vars.<name>` can spell (a leading `_` is unreachable)
+VarName = Annotated[str, StringConstraints(pattern=VAR_NAME)]
 Risk = Literal["low", "medium", "high"]
 
 
@@ -97,6 +99,11 @@ class Runbook(UserModel):
     kind: Literal["Runbook"]
     metadata: RunbookMetadata
     match: MatchSpec
+    vars: dict[VarName, Any] = Field(
+        default_factory=dict,
+        description="named values, each a template or a literal, used as `vars.<name>`; rendered once: "
+        "from the alert before diagnosis, or after diagnosis when they use facts",
+    )
     diagnose: list[DiagnosticSpec] = Field(default_factory=list)
     decide: DecideSpec = Field(default_factory=DecideSpec)
     plan: list[PlanStep] = Field(min_length=1)

@@ -2,17 +2,26 @@
 
 These are pure functions over validated models; activities wrap them so that their
 results land in the workflow history, and `remedium runbook test` calls them directly.
+
+A runbook's `vars` are rendered once per incident in two groups (see `variables`): the
+alert group in `incident.prepare` (`render_alert_vars`, before diagnosis), the facts group
+in `runbook.decide` (`render_fact_vars`, after it); the decision carries both to verify and
+report. A var that fails to render has no value, and every template using it fails with the
+var's error, exactly where that template's own error would show.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from fnmatch import fnmatchcase
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic_core import PydanticSerializationError, to_jsonable_python
 
-from activities.registry import action_catalog
+from remedium.catalog import action_catalog
+from remedium.errors import PlanError, TemplateError
 from remedium.models import (
     Alert,
     DecideInput,
@@ -27,11 +36,21 @@ from remedium.models import (
     VerifyRequest,
     VerifyVerdict,
 )
-from remedium.runbook.templating import TemplateError, evaluate, render, render_value
+from remedium.runbook.templating import Vars, evaluate, render, render_value
+from remedium.runbook.variables import var_graph
 
-
-class PlanError(Exception):
-    """A plan that cannot be rendered into valid action parameters."""
+__all__ = [
+    "PlanError",
+    "candidates",
+    "context",
+    "decide",
+    "judge",
+    "matches",
+    "render_alert_vars",
+    "render_fact_vars",
+    "render_plan",
+    "report",
+]
 
 
 def matches(runbook: Runbook, alert: Alert) -> bool:
@@ -53,13 +72,103 @@ def facts_context(facts: dict[str, Fact]) -> dict[str, Any]:
     return {k: f.model_dump(mode="json") for k, f in facts.items()}
 
 
-def context(alert: Alert, facts: dict[str, Fact], **extra: Any) -> dict[str, Any]:
+def context(
+    alert: Alert, facts: dict[str, Fact], vars: Mapping[str, Any] | Vars | None = None, **extra: Any
+) -> dict[str, Any]:
+    """What every template and condition sees: alert, facts, incident, vars, and `extra`."""
     return {
         "alert": alert.model_dump(mode="json"),
         "facts": facts_context(facts),
         "incident": {"id": alert.workflow_id},
+        "vars": vars if isinstance(vars, Vars) else Vars(vars),
         **extra,
     }
+
+
+# --- vars ------------------------------------------------------------------------------------
+
+Rendered = tuple[dict[str, Any], dict[str, str]]  # values, and the error of each var that failed
+
+
+def _render_vars(
+    runbook: Runbook, names: list[str], alert: Alert, facts: dict[str, Fact], done: Rendered
+) -> Rendered:
+    """Render `names` in order (each may use the vars before it), keeping what `done` has."""
+    values, errors = dict(done[0]), dict(done[1])
+    ctx = context(alert, facts)
+    for name in names:
+        if name in values:
+            continue
+        ctx["vars"] = Vars(values, errors)
+        try:
+            rendered = render_value(runbook.vars[name], ctx)
+        except TemplateError as exc:
+            errors[name] = str(exc)
+            continue
+        try:  # what crosses Temporal, so that later stages see exactly what this one saw
+            values[name] = to_jsonable_python(rendered)
+        except PydanticSerializationError:
+            errors[name] = f"its value is not JSON data ({type(rendered).__name__})"
+    return values, errors
+
+
+def _alert_vars(runbook: Runbook, alert: Alert, given: Mapping[str, Any] | None = None) -> Rendered:
+    """The alert group: `given` (what prepare rendered) plus any alert var missing from it."""
+    alert_group, _ = var_graph(runbook).groups()
+    return _render_vars(runbook, alert_group, alert, {}, (dict(given or {}), {}))
+
+
+def _all_vars(
+    runbook: Runbook, alert: Alert, facts: dict[str, Fact], given: Mapping[str, Any] | None = None
+) -> Rendered:
+    """Both groups: the alert group as `_alert_vars`, then the facts group from `facts`."""
+    _, facts_group = var_graph(runbook).groups()
+    return _render_vars(runbook, facts_group, alert, facts, _alert_vars(runbook, alert, given))
+
+
+def render_alert_vars(runbook: Runbook, alert: Alert) -> dict[str, Any]:
+    """The runbook's vars that use no facts, rendered from the alert (before diagnosis).
+
+    A var that fails to render is absent: a template that uses it fails (decide renders it
+    again, from the same alert, to give the reason).
+    """
+    return _alert_vars(runbook, alert)[0]
+
+
+def render_fact_vars(
+    runbook: Runbook, alert: Alert, facts: dict[str, Fact], alert_vars: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The runbook's vars that use facts (directly or through another var), rendered after diagnosis."""
+    _, facts_group = var_graph(runbook).groups()
+    values, _ = _render_vars(runbook, facts_group, alert, facts, (dict(alert_vars), {}))
+    return {name: values[name] for name in facts_group if name in values}
+
+
+def _given_or_recomputed(
+    given: dict[str, Any], runbook: Runbook | None, alert: Alert, facts: dict[str, Fact]
+) -> Vars:
+    """The vars a request carries; none (an older workflow) means: render them from the runbook."""
+    if given or runbook is None or not runbook.vars:
+        return Vars(given)
+    return Vars(*_all_vars(runbook, alert, facts))
+
+
+def _not_rendered(runbook: Runbook, errors: dict[str, str], said: str, *, alert_only: bool = False) -> str:
+    """Why each var failed on its own (not through another var), unless `said` says it already.
+
+    The decision's reason is where a var's error is told: a diagnostic can only say that the
+    var has no value. For a runbook not chosen, only the alert group's errors are told (a
+    facts var fails when its fact did, which the runbook's conditions already say).
+    """
+    graph = var_graph(runbook)
+    alert_group = set(graph.groups()[0])
+    roots = [name for name in errors if not any(dep in errors for dep in graph.uses.get(name, {}))]
+    told = [
+        name
+        for name in roots
+        if f"vars.{name} could not be rendered" not in said and (name in alert_group or not alert_only)
+    ]
+    return "".join(f"; vars.{name} could not be rendered: {errors[name]}" for name in told)
 
 
 def _conditions_hold(conditions: list[str], ctx: dict[str, Any]) -> tuple[bool, str]:
@@ -111,19 +220,26 @@ def render_plan(runbook: Runbook, policy: Policy, ctx: dict[str, Any]) -> list[R
 
 
 def decide(request: DecideInput) -> RunbookDecision:
-    """Pick the runbook whose conditions hold; ties and 'none' are explicit outcomes."""
-    ctx = context(request.alert, request.facts)
+    """Pick the runbook whose conditions hold; ties and 'none' are explicit outcomes.
+
+    Each candidate's conditions see its own vars: the alert group from `request.vars` (any
+    var missing there is rendered now), the facts group rendered here, once, from the facts.
+    """
     names = [rb.name for rb in request.candidates]
     if not request.candidates:
         return RunbookDecision(runbook=None, reason="no runbook matches this alert", candidates=[])
     chosen: list[Runbook] = []
     refused: list[str] = []
+    rendered: dict[str, Rendered] = {}
+    contexts: dict[str, dict[str, Any]] = {}
     for rb in request.candidates:
+        rendered[rb.name] = _all_vars(rb, request.alert, request.facts, request.vars.get(rb.name))
+        ctx = contexts[rb.name] = context(request.alert, request.facts, Vars(*rendered[rb.name]))
         holds, why = _conditions_hold(rb.decide.when, ctx)
         if holds:
             chosen.append(rb)
         else:
-            refused.append(f"{rb.name}: {why}")
+            refused.append(f"{rb.name}: {why}{_not_rendered(rb, rendered[rb.name][1], why, alert_only=True)}")
     if not chosen:
         return RunbookDecision(
             runbook=None,
@@ -141,25 +257,34 @@ def decide(request: DecideInput) -> RunbookDecision:
             candidates=names,
         )
     runbook = best[0]
+    ctx = contexts[runbook.name]
+    values, errors = rendered[runbook.name]
     try:
         steps = render_plan(runbook, request.policy, ctx)
     except PlanError as exc:
         return RunbookDecision(runbook=None, reason=f"runbook {runbook.name}: {exc}", candidates=names)
     others = f"; not chosen: {'; '.join(refused)}" if refused else ""
+    why_chosen = _conditions_hold(runbook.decide.when, ctx)[1]
     return RunbookDecision(
         runbook=runbook.name,
-        reason=f"runbook {runbook.name} chosen: {_conditions_hold(runbook.decide.when, ctx)[1]}{others}",
+        reason=f"runbook {runbook.name} chosen: {why_chosen}{_not_rendered(runbook, errors, '')}{others}",
         candidates=names,
         steps=steps,
         verify=runbook.verify,
         max_actions=runbook.limits.max_actions,
         max_duration_s=runbook.limits.max_duration.total_seconds(),
+        vars=values,
     )
 
 
-def judge(request: VerifyRequest) -> VerifyVerdict:
-    """worse_if wins over success; both are re-evaluated on every verification round."""
-    ctx = context(request.alert, request.facts, round=request.round)
+def judge(request: VerifyRequest, runbook: Runbook | None = None) -> VerifyVerdict:
+    """worse_if wins over success; both are re-evaluated on every verification round.
+
+    `runbook` (the one `request.verify` comes from) is only read when the request carries no
+    vars, as from a workflow older than vars: they are then rendered from it.
+    """
+    variables = _given_or_recomputed(request.vars, runbook, request.alert, request.facts)
+    ctx = context(request.alert, request.facts, variables, round=request.round)
     for condition in request.verify.worse_if:
         try:
             if evaluate(condition, ctx):
@@ -178,6 +303,7 @@ def report(request: ReportRequest) -> Report:
     ctx = context(
         request.alert,
         request.facts,
+        _given_or_recomputed(request.vars, request.runbook, request.alert, request.facts),
         outcome=request.outcome,
         reason=request.reason,
         runbook=request.runbook.name if request.runbook else None,

@@ -17,9 +17,11 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from activities.registry import action_catalog, diagnostic_catalog
+from remedium.catalog import action_catalog, diagnostic_catalog
+from remedium.errors import ProblemsError, TemplateError
 from remedium.models.runbook import DiagnosticSpec, Runbook
-from remedium.runbook.templating import TemplateError, check_condition, check_template, is_template
+from remedium.runbook.templating import check_condition, check_template, is_template
+from remedium.runbook.variables import VISIBLE_TO_VARS, Use, parsed, sources, var_graph
 from remedium.yamldoc import (
     Check,
     Finding,
@@ -32,7 +34,6 @@ from remedium.yamldoc import (
 )
 
 __all__ = [
-    "RunbookError",
     "collect_runbooks",
     "expand_paths",
     "load_runbooks",
@@ -41,14 +42,6 @@ __all__ = [
 ]
 
 RUNBOOK_SUFFIXES = (".yaml", ".yml")
-
-
-class RunbookError(Exception):
-    """One or more runbook files are invalid; `problems` has every one of them."""
-
-    def __init__(self, problems: Iterable[Problem]) -> None:
-        self.problems = list(problems)
-        super().__init__("\n".join(str(p) for p in self.problems))
 
 
 def validate_runbook_file(
@@ -104,10 +97,10 @@ def validate_paths(paths: Iterable[Path | str]) -> list[Problem]:
 
 
 def load_runbooks(paths: Iterable[Path | str]) -> list[Runbook]:
-    """All runbooks under `paths`, or RunbookError with every problem: never a partial set."""
+    """All runbooks under `paths`, or ProblemsError with every problem: never a partial set."""
     runbooks, problems = collect_runbooks(paths)
     if problems:
-        raise RunbookError(problems)
+        raise ProblemsError(problems)
     return runbooks
 
 
@@ -183,45 +176,59 @@ def check_ids(runbook: Runbook, locate: Locator) -> Iterator[Finding]:
 
 def check_templates(runbook: Runbook, locate: Locator) -> Iterator[Finding]:
     """Templates and conditions must compile now, not in the middle of an incident."""
-    for i, step in enumerate(runbook.plan):
-        yield from _check_with(step.with_, ("plan", i, "with"), locate)
-        if step.when is not None:
-            yield from _check_source(step.when, ("plan", i, "when"), locate, condition=True)
-    for loc, spec in _diagnostics(runbook):
-        yield from _check_with(spec.with_, (*loc, "with"), locate)
-    conditions: list[tuple[Loc, str]] = [
-        (("decide", "when", i), c) for i, c in enumerate(runbook.decide.when)
-    ]
-    conditions += [(("verify", "success", i), c) for i, c in enumerate(runbook.verify.success)]
-    conditions += [(("verify", "worse_if", i), c) for i, c in enumerate(runbook.verify.worse_if)]
-    for loc, source in conditions:
-        yield from _check_source(source, loc, locate, condition=True)
-    templates: list[tuple[Loc, str]] = [
-        (("escalate", "message"), runbook.escalate.message),
-        (("report", "summary"), runbook.report.summary),
-    ]
-    templates += [(("report", "follow_ups", i), t) for i, t in enumerate(runbook.report.follow_ups)]
-    for loc, source in templates:
-        yield from _check_source(source, loc, locate, condition=False)
+    for source in sources(runbook):
+        try:
+            (check_condition if source.condition else check_template)(source.text)
+        except TemplateError as exc:
+            line, col = _inner_position(source.text, source.loc, locate, source.condition)
+            yield Finding(line, col, str(exc))
 
 
-def _check_with(value: Any, loc: Loc, locate: Locator) -> Iterator[Finding]:
-    if isinstance(value, dict):
-        for key, item in value.items():
-            yield from _check_with(item, (*loc, key), locate)
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            yield from _check_with(item, (*loc, i), locate)
-    elif is_template(value):  # only these are rendered (see templating.render_value)
-        yield from _check_source(value, loc, locate, condition=False)
+def check_vars(runbook: Runbook, locate: Locator) -> Iterator[Finding]:
+    """Every `vars.<name>` names a var, no var depends on itself, diagnose uses no facts var."""
+    graph = var_graph(runbook)
+    defined = ", ".join(sorted(runbook.vars))
+    known = f" (defined: {defined})" if defined else " (this runbook defines no vars)"
+    for source in sources(runbook):
+        refs = parsed(source)
+        if refs is None:
+            continue  # check_templates reports the syntax error
+        for line in refs.whole_vars[:1]:
+            message = "use vars.<name>: `vars` on its own hides which var is meant"
+            yield Finding(*_at_line(Use(source.loc, line), locate), message)
+        for name, line in refs.vars.items():
+            use = Use(source.loc, line)
+            if name not in runbook.vars:
+                yield Finding(*_at_line(use, locate), f"unknown var '{name}'{known}")
+            elif source.stage == "diagnose" and (path := graph.facts_path(name)) is not None:
+                through = f" (through {', '.join(f'vars.{n}' for n in path[1:])})" if path[1:] else ""
+                message = (
+                    f"vars.{name} uses facts{through}, so it is rendered after diagnosis: "
+                    "diagnose cannot use it"
+                )
+                yield Finding(*_at_line(use, locate), message)
+    for name in graph.names:
+        for read, use in graph.reads[name].items():
+            if read not in VISIBLE_TO_VARS:
+                message = (
+                    f"var '{name}' uses '{read}', which vars cannot see (only alert, incident, facts, vars)"
+                )
+                yield Finding(*_at_line(use, locate), message)
+        cycle = graph.cycle(name)
+        if cycle is not None:
+            message = f"var '{name}' depends on itself: {' -> '.join(cycle)}"
+            yield Finding(*_at_line(graph.uses[name][cycle[1]], locate), message)
 
 
-def _check_source(source: str, loc: Loc, locate: Locator, *, condition: bool) -> Iterator[Finding]:
-    try:
-        (check_condition if condition else check_template)(source)
-    except TemplateError as exc:
-        line, col = _inner_position(source, loc, locate, condition)
-        yield Finding(line, col, str(exc))
+def _at_line(use: Use, locate: Locator) -> tuple[int, int]:
+    """Where a use is: the template's position, or its own line inside a literal block (`|`)."""
+    node = locate.node(use.loc)
+    if isinstance(node, yaml.ScalarNode) and node.style == "|":
+        index = node.start_mark.line + use.line  # 0-based; content starts below the `|`
+        if index < len(locate.lines):
+            text = locate.lines[index]
+            return index + 1, len(text) - len(text.lstrip()) + 1
+    return locate(use.loc)
 
 
 def _inner_position(source: str, loc: Loc, locate: Locator, condition: bool) -> tuple[int, int]:
@@ -235,11 +242,8 @@ def _inner_position(source: str, loc: Loc, locate: Locator, condition: bool) -> 
         else:
             jinja2.Environment().parse(source)
     except jinja2.TemplateSyntaxError as exc:
-        index = node.start_mark.line + (exc.lineno or 1)  # 0-based; content starts below the `|`
-        if index < len(locate.lines):
-            text = locate.lines[index]
-            return index + 1, len(text) - len(text.lstrip()) + 1
+        return _at_line(Use(loc, exc.lineno or 1), locate)
     return locate(loc)
 
 
-CHECKS: tuple[Check[Runbook], ...] = (check_catalog, check_ids, check_templates)
+CHECKS: tuple[Check[Runbook], ...] = (check_catalog, check_ids, check_templates, check_vars)

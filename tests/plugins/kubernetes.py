@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import kubernetes.client
 import pytest
 
-from remedium.sandbox.kubernetes import KubernetesSandbox
+from remedium.demo.sandbox.kubernetes import KubernetesSandbox
 
 
 @pytest.fixture

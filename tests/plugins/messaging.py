@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
+from remedium.demo.sandbox.jira import JiraSandbox
+from remedium.demo.sandbox.pagerduty import PagerDutySandbox
+from remedium.demo.sandbox.slack import SlackSandbox
 from remedium.models import Alert, ReportEvent
-from remedium.sandbox.jira import JiraSandbox
-from remedium.sandbox.pagerduty import PagerDutySandbox
-from remedium.sandbox.slack import SlackSandbox
 
 PD_INCIDENT = "PGR0VU2"
 

@@ -25,7 +25,7 @@ import httpx
 import pytest
 import yaml
 
-from remedium.sandbox.loki import LokiSandbox
+from remedium.demo.sandbox.loki import LokiSandbox
 from tests.support import SESSION_STARTUPS
 
 PROMETHEUS_BIN = "/usr/bin/prometheus"

@@ -1,0 +1,90 @@
+"""Turn registered actions, diagnostics and reporters into Temporal activities bound to live clients.
+
+The activity names come from `remedium.names`, the same functions the workflow uses to call
+them, so a name the workflow schedules is by construction one the worker registers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from remedium import names
+from remedium.catalog import Action, Diagnostic, Reporter
+from remedium.errors import ErrorType, TemplateError
+from remedium.models import (
+    ActionRequest,
+    ActionResult,
+    DiagnosticRequest,
+    DryRun,
+    Fact,
+    ReportEvent,
+    ReportResult,
+    RollbackRequest,
+)
+from remedium.runbook.engine import context
+from remedium.runbook.templating import render_value
+
+
+def params_of(model: type[BaseModel], raw: dict[str, Any], what: str) -> Any:
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise ApplicationError(
+            f"{what}: invalid parameters: {exc.errors(include_url=False)}",
+            type=ErrorType.INVALID_PARAMS,
+            non_retryable=True,
+        ) from None
+
+
+def action_activities(action: Action[Any]) -> list[Callable[..., Any]]:
+    name = action.name
+
+    async def dry_run(request: ActionRequest) -> DryRun:
+        return await action.dry_run(request, params_of(action.params_model, request.params, name))
+
+    async def execute(request: ActionRequest) -> ActionResult:
+        return await action.execute(request, params_of(action.params_model, request.params, name))
+
+    async def rollback(request: RollbackRequest) -> ActionResult:
+        return await action.rollback(request)
+
+    return [
+        activity.defn(name=names.action_activity(name, "dry_run"))(dry_run),
+        activity.defn(name=names.action_activity(name, "execute"))(execute),
+        activity.defn(name=names.action_activity(name, "rollback"))(rollback),
+    ]
+
+
+def diagnostic_activity(diagnostic: Diagnostic[Any]) -> Callable[..., Any]:
+    kind = diagnostic.kind
+
+    async def run(request: DiagnosticRequest) -> Fact:
+        started = time.monotonic()
+        try:
+            raw = render_value(request.params, context(request.alert, request.facts, request.vars))
+        except TemplateError as exc:
+            raise ApplicationError(str(exc), type=ErrorType.TEMPLATE_ERROR, non_retryable=True) from None
+        value, query = await diagnostic.run(params_of(diagnostic.params_model, raw, kind))
+        return Fact(
+            id=request.spec_id,
+            kind=kind,
+            ok=True,
+            value=value,
+            query=query,
+            duration_ms=int((time.monotonic() - started) * 1000),
+        )
+
+    return activity.defn(name=names.diagnostic_activity(kind))(run)
+
+
+def reporter_activity(reporter: Reporter) -> Callable[..., Any]:
+    async def post(event: ReportEvent) -> ReportResult:
+        return await reporter.post(event)
+
+    return activity.defn(name=names.report_activity(reporter.channel))(post)

@@ -1,0 +1,32 @@
+"""`remedium approve` / `reject`: the decision the UI signal and the Slack button give.
+
+It goes through the workflow's validated `decide` update (remedium.incidents.decide), so a
+refusal is reported here at once, with the workflow's own reason, and audited there.
+"""
+
+from __future__ import annotations
+
+from temporalio.service import RPCError
+
+from remedium.cli.common import CommandError, connect
+from remedium.incidents import DecisionRefused, IncidentNotRunning, decide
+from remedium.models import DecideRequest
+from remedium.settings import Settings
+
+
+async def decide_command(workflow_id: str, verb: str, step: str | None, by: str, reason: str) -> int:
+    """Print the incident's answer; exit 1 with one sentence when it refuses or is gone."""
+    client = await connect(Settings.load())
+    request = DecideRequest(
+        decision="approve" if verb == "approve" else "reject", by=by, step=step, reason=reason
+    )
+    try:
+        message = await decide(client, workflow_id, request)
+    except DecisionRefused as exc:
+        raise CommandError(f"{verb} refused: {exc}") from None
+    except IncidentNotRunning:
+        raise CommandError(f"no running incident {workflow_id!r}") from None
+    except RPCError as exc:
+        raise CommandError(f"{verb} failed: {exc.message}") from None
+    print(message)
+    return 0
