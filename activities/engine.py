@@ -3,9 +3,15 @@
 They run the pure runbook engine on the worker so that every result (and the runbook
 snapshot used) is recorded in the workflow history, the rendered `vars` too: prepare renders
 each candidate's alert vars, decide its facts vars, and the decision hands both on.
+
+The engine renders templates, so each activity runs it in a thread (`asyncio.to_thread`):
+the worker's event loop, which under `remedium up` also serves the ingress, never waits for
+a template, and each template is bounded in time and size there (`remedium.runbook.template_limits`).
 """
 
 from __future__ import annotations
+
+import asyncio
 
 from temporalio import activity
 
@@ -36,6 +42,9 @@ class RunbookActivities:
 
     @activity.defn(name=PREPARE_ACTIVITY)
     async def prepare(self, alert: Alert) -> PrepareResult:
+        return await asyncio.to_thread(self._prepare, alert)
+
+    def _prepare(self, alert: Alert) -> PrepareResult:
         candidates = engine.candidates(self._runbooks, alert)
         return PrepareResult(
             policy=self._policy,
@@ -47,19 +56,19 @@ class RunbookActivities:
 
     @activity.defn(name=DECIDE_ACTIVITY)
     async def decide(self, request: DecideInput) -> RunbookDecision:
-        return engine.decide(request)
+        return await asyncio.to_thread(engine.decide, request)
 
     @activity.defn(name=VERIFY_ACTIVITY)
     async def verify(self, request: VerifyRequest) -> VerifyVerdict:
         if request.vars:
-            return engine.judge(request)
+            return await asyncio.to_thread(engine.judge, request)
         # No vars: a workflow older than them; render them from the runbook this verify is from.
         runbook = next((rb for rb in self._runbooks if rb.verify == request.verify), None)
-        return engine.judge(request, runbook)
+        return await asyncio.to_thread(engine.judge, request, runbook)
 
     @activity.defn(name=REPORT_ACTIVITY)
     async def report(self, request: ReportRequest) -> Report:
-        return engine.report(request)
+        return await asyncio.to_thread(engine.report, request)
 
     def activities(self) -> list[object]:
         return [self.prepare, self.decide, self.verify, self.report]

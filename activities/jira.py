@@ -35,14 +35,18 @@ from remedium.models import ReportEvent, ReportResult
 from remedium.report_render import (
     incident_link,
     jira_body,
+    jira_link,
+    jira_text,
     jira_wiki,
     marker,
     rate_limited,
     rejected,
     retry_after_seconds,
     scrub,
+    source_link,
     unavailable,
 )
+from remedium.untrusted import one_line
 
 log = logging.getLogger("remedium.report.jira")
 
@@ -241,21 +245,24 @@ class JiraReporter(Reporter):
     def _create_incident_ticket(self, jira: JIRA, event: ReportEvent, label: str, link: str) -> str:
         alert = event.alert
         lines = [
-            f"Remedium is handling this incident: [{event.workflow_id}|{link}]",
+            f"Remedium is handling this incident: {jira_link(event.workflow_id, link)}",
             "",
-            f"* *Alert:* {alert.title} (from {alert.source}, id {alert.id})",
+            f"* *Alert:* {jira_text(one_line(alert.title))} (from {alert.source}, id {jira_text(alert.id)})",
         ]
         if alert.service:
-            lines.append(f"* *Service:* {alert.service}")
+            lines.append(f"* *Service:* {jira_text(one_line(alert.service))}")
         if alert.severity:
-            lines.append(f"* *Severity:* {alert.severity}")
-        if alert.url:
-            lines.append(f"* *Source:* [{alert.url}|{alert.url}]")
+            lines.append(f"* *Severity:* {jira_text(one_line(alert.severity))}")
+        source = source_link(alert)  # PagerDuty's own page is a link; an alert-supplied URL is text
+        if source:
+            lines.append(f"* *Source:* {jira_link(source, source)}")
+        elif alert.url:
+            lines.append(f"* *Source:* {jira_text(one_line(alert.url))}")
         if event.markdown:
             lines += ["", jira_wiki(event.markdown)]
         fields = {
             "project": {"key": self._project},
-            "summary": f"[Remedium] {alert.title}"[:250],
+            "summary": f"[Remedium] {one_line(alert.title)}"[:250],  # a plain-text field
             "description": "\n".join(lines),
             "issuetype": {"name": self._issue_type(jira, ISSUE_TYPE_PREFERENCE)},
             "labels": ["remedium", label],
@@ -299,8 +306,10 @@ class JiraReporter(Reporter):
         if key is None:
             fields = {
                 "project": {"key": self._project},
-                "summary": f"[Remedium follow-up] {text}"[:250],
-                "description": f"{jira_wiki(text)}\n\nRaised by incident {parent} ([Temporal|{link}]).",
+                "summary": f"[Remedium follow-up] {one_line(text)}"[:250],
+                "description": (
+                    f"{jira_wiki(text)}\n\nRaised by incident {parent} ({jira_link('Temporal', link)})."
+                ),
                 "issuetype": {"name": self._issue_type(jira, FOLLOWUP_TYPE_PREFERENCE)},
                 "labels": ["remedium", "remedium-followup", label],
             }

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from typing import Any, Self
+from urllib.parse import quote
 
 import httpx
 from pydantic import AliasChoices, Field, SecretStr
@@ -29,6 +30,7 @@ from remedium.models.policy import PagerDutyEscalation
 from remedium.report_render import (
     incident_link,
     marker,
+    plain_inline,
     plain_text,
     rate_limited,
     rejected,
@@ -80,6 +82,17 @@ PAGERDUTY = register_integration(
         describe=lambda settings: settings.api_url,
     )
 )
+
+
+def incident_path(incident_id: str) -> str:
+    """`/incidents/<id>` with the id quoted whole: a `/`, `?` or `#` in it can never reach another path.
+
+    The ingress accepts only letters and digits; this holds for any id that gets here another way.
+    """
+    segment = quote(incident_id, safe="")
+    if segment in (".", ".."):  # dot segments are the one thing quoting leaves walkable
+        segment = segment.replace(".", "%2E")
+    return f"/incidents/{segment}"
 
 
 @register_reporter
@@ -137,11 +150,12 @@ class PagerDutyReporter(Reporter):
 
     async def _post(self, event: ReportEvent) -> ReportResult:
         incident_id = event.alert.id
+        path = incident_path(incident_id)
         link = incident_link(event, self._ui)
         done: list[str] = []
         escalating = event.kind == "outcome" and event.escalate
         if event.kind not in SILENT_KINDS or escalating:
-            notes = await self._call("GET", f"/incidents/{incident_id}/notes")
+            notes = await self._call("GET", f"{path}/notes")
             existing = [str(n.get("content", "")) for n in notes.get("notes", [])]
             tag = marker(event)
             if any(tag in text for text in existing):
@@ -149,13 +163,14 @@ class PagerDutyReporter(Reporter):
             else:
                 content = plain_text(event, link)
                 if escalating:
-                    content = f"Remedium {self._escalation.describe()}.\nReason: {event.title}\n\n" + content
+                    reason = plain_inline(event.title)
+                    content = f"Remedium {self._escalation.describe()}.\nReason: {reason}\n\n" + content
                 if len(content) > NOTE_LIMIT:
                     content = content[: NOTE_LIMIT - len(tag) - 2] + "…\n" + tag
-                await self._call("POST", f"/incidents/{incident_id}/notes", {"note": {"content": content}})
+                await self._call("POST", f"{path}/notes", {"note": {"content": content}})
                 done.append("note added")
         if event.kind == "outcome" and (event.outcome == "resolved" or escalating):
-            current = (await self._call("GET", f"/incidents/{incident_id}")).get("incident", {})
+            current = (await self._call("GET", path)).get("incident", {})
             status = current.get("status")
             if event.outcome == "resolved" and not escalating:
                 if status == "resolved":
@@ -164,16 +179,16 @@ class PagerDutyReporter(Reporter):
                     change: dict[str, Any] = {
                         "type": "incident_reference",
                         "status": "resolved",
-                        "resolution": event.title[:1000],
+                        "resolution": plain_inline(event.title)[:1000],
                     }
-                    await self._call("PUT", f"/incidents/{incident_id}", {"incident": change})
+                    await self._call("PUT", path, {"incident": change})
                     done.append("resolved")
             elif escalating:
                 if status == "resolved":
                     done.append("not escalated: already resolved upstream")
                 else:
                     change = {"type": "incident_reference", **self._escalation.incident_change()}
-                    await self._call("PUT", f"/incidents/{incident_id}", {"incident": change})
+                    await self._call("PUT", path, {"incident": change})
                     done.append("escalated: " + self._escalation.describe().replace("this incident ", ""))
         return self._result(True, ", ".join(done) or "nothing to write", ref=incident_id)
 

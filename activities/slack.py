@@ -13,13 +13,16 @@ import json
 import logging
 import re
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any, Self
 
 import aiohttp
 from pydantic import SecretStr
 from pydantic_settings import SettingsConfigDict
 from slack_sdk.errors import SlackApiError
+from slack_sdk.signature import Clock, SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
+from temporalio import activity
 
 from remedium.catalog import (
     Clients,
@@ -29,7 +32,8 @@ from remedium.catalog import (
     register_integration,
     register_reporter,
 )
-from remedium.models import ReportEvent, ReportResult
+from remedium.models import ReportEvent, ReportResult, SlackInteraction, SlackVerification
+from remedium.names import VERIFY_SLACK_ACTIVITY
 from remedium.report_render import (
     clip,
     event_facts,
@@ -39,9 +43,12 @@ from remedium.report_render import (
     retry_after_seconds,
     scrub,
     slack_escape,
+    slack_inline,
     slack_mrkdwn,
+    slack_plain,
     unavailable,
 )
+from remedium.slack_interaction import MalformedInteraction, Unauthorized, parse_click, verify
 
 log = logging.getLogger("remedium.report.slack")
 
@@ -68,13 +75,18 @@ OUTCOME_BADGE = {"resolved": ":white_check_mark:", "escalated": ":rotating_light
 
 
 class SlackSettings(IntegrationSettings):
-    """The bot token and the channel for incident threads; the signing secret belongs to the ingress."""
+    """The bot token and the channel for incident threads, and the signing secret.
+
+    The ingress checks clicks with the signing secret (the same REMEDIUM_SLACK_SIGNING_SECRET);
+    the worker needs it too, to verify again the click a `decide` update carries.
+    """
 
     model_config = SettingsConfigDict(env_prefix="REMEDIUM_SLACK_")
 
     token: SecretStr | None = None
     channel: str | None = None
     api_url: str = "https://slack.com/api/"
+    signing_secret: SecretStr | None = None
 
 
 def slack_web_client(settings: SlackSettings) -> AsyncWebClient | None:
@@ -108,17 +120,81 @@ def _payload(message: dict[str, Any]) -> dict[str, Any]:
     return payload if isinstance(payload, dict) else {}
 
 
+def _mrkdwn(text: str) -> dict[str, Any]:
+    """A mrkdwn text object; `verbatim` stops Slack linking bare URLs and #names or parsing mentions.
+
+    Incident text in it is already escaped (report_render.slack_escape); only the links
+    Remedium writes itself (`<url|Open in Temporal>`) stay links.
+    """
+    return {"type": "mrkdwn", "text": clip(text, SECTION_LIMIT), "verbatim": True}
+
+
 def _section(text: str) -> dict[str, Any]:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": clip(text, SECTION_LIMIT)}}
+    return {"type": "section", "text": _mrkdwn(text)}
 
 
 def _context(text: str) -> dict[str, Any]:
-    return {"type": "context", "elements": [{"type": "mrkdwn", "text": clip(text, SECTION_LIMIT)}]}
+    return {"type": "context", "elements": [_mrkdwn(text)]}
 
 
 def approval_value(event: ReportEvent) -> str:
-    """The button value the ingress parses: {"workflow_id": ..., "step": ...}."""
-    return json.dumps({"workflow_id": event.workflow_id, "step": event.step}, separators=(",", ":"))
+    """The button value the ingress parses: {"workflow_id": ..., "step": ..., "request": ...}.
+
+    `request` binds a click to the approval request it was shown for, never a later one.
+    """
+    value: dict[str, Any] = {"workflow_id": event.workflow_id, "step": event.step}
+    if event.request is not None:
+        value["request"] = event.request
+    return json.dumps(value, separators=(",", ":"))
+
+
+class SlackApprovalActivities:
+    """`approval.verify_slack`: the worker's own check of a Slack click a `decide` update carries.
+
+    The update can be sent by anyone with Temporal access, so the user id it names counts only
+    when the raw request it carries is signed with the signing secret and still fresh; the
+    verdict comes back as data (never an error), so the workflow can audit why it refused.
+    """
+
+    def __init__(self, signing_secret: SecretStr | None, clock: Clock | None = None) -> None:
+        secret = signing_secret.get_secret_value() if signing_secret is not None else ""
+        self._verifier = SignatureVerifier(secret, clock or Clock()) if secret else None
+
+    @classmethod
+    def build(cls, clients: Clients) -> SlackApprovalActivities:
+        return cls(SLACK.settings_of(clients).signing_secret)
+
+    def activities(self) -> list[Callable[..., Any]]:
+        return [self.verify_slack]
+
+    @activity.defn(name=VERIFY_SLACK_ACTIVITY)
+    async def verify_slack(self, interaction: SlackInteraction) -> SlackVerification:
+        if self._verifier is None:
+            return SlackVerification(
+                ok=False,
+                reason="the worker cannot verify Slack clicks: REMEDIUM_SLACK_SIGNING_SECRET is not set",
+            )
+        body = interaction.body.encode("utf-8")
+        headers = {
+            "x-slack-request-timestamp": interaction.timestamp,
+            "x-slack-signature": interaction.signature,
+        }
+        try:
+            verify(self._verifier, body, headers)
+            click = parse_click(body)
+        except (Unauthorized, MalformedInteraction) as exc:
+            return SlackVerification(ok=False, reason=f"the Slack click does not verify: {exc}")
+        if click is None:
+            return SlackVerification(ok=False, reason="the Slack request is not an approve/reject click")
+        return SlackVerification(
+            ok=True,
+            user_id=click.user_id,
+            username=click.username,
+            workflow_id=click.workflow_id,
+            step=click.step,
+            request=click.request,
+            decision=click.decision,
+        )
 
 
 @register_reporter
@@ -205,6 +281,7 @@ class SlackReporter(Reporter):
             blocks=self._parent_blocks(event, link, status=None),
             metadata=metadata,
             unfurl_links=False,
+            unfurl_media=False,
         )
         if not _CHANNEL_ID.match(self._channel) and response.get("channel"):
             self._channel = str(response["channel"])  # a name was configured: use the id from now on
@@ -267,10 +344,11 @@ class SlackReporter(Reporter):
         await self._client.chat_postMessage(
             channel=self._channel,
             thread_ts=thread_ts,
-            text=clip(event.title, 3000),
+            text=clip(slack_inline(event.title), 3000),
             blocks=blocks,
             metadata={"event_type": EVENT_TYPE, "event_payload": payload},
             unfurl_links=False,
+            unfurl_media=False,
         )
 
     async def _record_decision(
@@ -296,7 +374,7 @@ class SlackReporter(Reporter):
         await self._client.chat_update(
             channel=self._channel,
             ts=str(ask["ts"]),
-            text=f"{verdict} by {event.decided_by or 'someone'}: step {event.step or ''}".strip(),
+            text=f"{verdict} by {who}: step {slack_escape(event.step or '')}".strip(),
             blocks=blocks,
             metadata={"event_type": EVENT_TYPE, "event_payload": payload},
         )
@@ -325,7 +403,7 @@ class SlackReporter(Reporter):
 
     @staticmethod
     def _parent_text(event: ReportEvent) -> str:
-        return clip(f"Incident: {event.alert.title} ({event.workflow_id})", 3000)
+        return clip(f"Incident: {slack_escape(event.alert.title)} ({event.workflow_id})", 3000)
 
     def _parent_blocks(self, event: ReportEvent, link: str, status: str | None) -> list[dict[str, Any]]:
         alert = event.alert
@@ -337,7 +415,7 @@ class SlackReporter(Reporter):
         if alert.severity:
             facts.append(f"*Severity:* {slack_escape(alert.severity)}")
         blocks = [
-            {"type": "header", "text": {"type": "plain_text", "text": clip(alert.title, 150)}},
+            {"type": "header", "text": {"type": "plain_text", "text": clip(slack_plain(alert.title), 150)}},
             _section(f"{badge} *{state.capitalize()}*\n" + "   ".join(facts)),
         ]
         if status is None and event.kind == "opened" and event.markdown:
@@ -346,7 +424,7 @@ class SlackReporter(Reporter):
         return blocks
 
     def _event_blocks(self, event: ReportEvent, link: str) -> list[dict[str, Any]]:
-        blocks = [_section(f"*{slack_escape(event.title)}*")]
+        blocks = [_section(f"*{slack_inline(event.title)}*")]
         if event.markdown:
             blocks.append(_section(slack_mrkdwn(event.markdown)))
         facts = event_facts(event)

@@ -6,6 +6,7 @@ them, so a name the workflow schedules is by construction one the worker registe
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -67,7 +68,10 @@ def diagnostic_activity(diagnostic: Diagnostic[Any]) -> Callable[..., Any]:
     async def run(request: DiagnosticRequest) -> Fact:
         started = time.monotonic()
         try:
-            raw = render_value(request.params, context(request.alert, request.facts, request.vars))
+            # In a thread: the worker's event loop (the ingress's too, under `remedium up`) never
+            # waits for a template, which its bounds (`template_limits`) keep short there.
+            ctx = context(request.alert, request.facts, request.vars)
+            raw = await asyncio.to_thread(render_value, request.params, ctx)
         except TemplateError as exc:
             raise ApplicationError(str(exc), type=ErrorType.TEMPLATE_ERROR, non_retryable=True) from None
         value, query = await diagnostic.run(params_of(diagnostic.params_model, raw, kind))

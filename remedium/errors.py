@@ -160,6 +160,7 @@ class ErrorType:
     REPORT_RATE_LIMITED = "ReportRateLimited"
     REPORT_UNAVAILABLE = "ReportUnavailable"
     APPROVAL_REFUSED = "ApprovalRefused"
+    GUARD_REFUSED = "GuardRefused"  # the policy forbids it (http.allow): never retried
 
     @staticmethod
     def http_status(code: int) -> str:

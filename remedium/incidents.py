@@ -40,6 +40,7 @@ from remedium.models import (
     IncidentInput,
     IncidentResult,
     IncidentStatus,
+    PendingApproval,
 )
 from remedium.models.common import utc_text
 from remedium.names import (
@@ -54,6 +55,8 @@ from remedium.names import (
     WORKFLOW_TYPE,
     incident_workflow_id,
 )
+from remedium.report_render import source_link
+from remedium.untrusted import markdown_code, markdown_text
 
 __all__ = [
     "DecisionRefused",
@@ -63,9 +66,11 @@ __all__ = [
     "IncidentNotRunning",
     "IncidentSummary",
     "IncidentUnreadable",
+    "PendingRow",
     "alert_details",
     "decide",
     "list_incidents",
+    "list_pending_approvals",
     "show_incident",
     "signal_external_update",
     "start_alert_episode",
@@ -132,7 +137,7 @@ async def _start(
         id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
         search_attributes=TypedSearchAttributes(pairs),
         memo=memo or None,
-        static_summary=f"{alert.title} ({alert.service or 'unknown service'})"[:200],
+        static_summary=markdown_text(f"{alert.title} ({alert.service or 'unknown service'})"[:200]),
         static_details=alert_details(alert),
     )
 
@@ -149,20 +154,22 @@ def alert_details(alert: Alert) -> str:
     source = {"pagerduty": "PagerDuty incident", "alertmanager": "Alertmanager alert"}.get(
         alert.source, alert.source
     )
-    where = f"[{alert.id}]({alert.url})" if alert.url else f"`{alert.id}`"
+    # The UI renders this as Markdown: alert text is escaped, and only PagerDuty's own page links.
+    url = source_link(alert)
+    where = f"[{markdown_text(alert.id)}]({url})" if url else markdown_code(alert.id)
     lines = [f"**{source}** {where}  "]
     facts = [("Service", alert.service), ("Severity", alert.severity)]
     if alert.started_at is not None:
         facts.append(("Started", utc_text(alert.started_at)))
-    lines += [f"**{name}:** {value}  " for name, value in facts if value]
+    lines += [f"**{name}:** {markdown_text(value)}  " for name, value in facts if value]
     shown = sorted(alert.labels.items())[:DETAIL_LABELS]
     if shown:
-        lines += ["", "**Labels:** " + ", ".join(f"`{k}={v}`" for k, v in shown)]
+        lines += ["", "**Labels:** " + ", ".join(markdown_code(f"{k}={v}") for k, v in shown)]
         if len(alert.labels) > DETAIL_LABELS:
             lines[-1] += f" and {len(alert.labels) - DETAIL_LABELS} more"
     summary = alert.annotations.get("description") or alert.annotations.get("summary")
     if summary:
-        lines += ["", summary[:500]]
+        lines += ["", markdown_text(summary[:500])]
     return "\n".join(lines)
 
 
@@ -178,16 +185,18 @@ async def signal_external_update(client: Client, workflow_id: str, update: Exter
 
 
 async def decide(client: Client, workflow_id: str, request: DecideRequest) -> str:
-    """Approve or reject through the validated `decide` update; returns the incident's answer.
+    """Approve or reject through the `decide` update; returns the incident's answer.
 
-    Raises DecisionRefused with the validator's reason (unknown step, approver not allowed,
-    nothing pending) and IncidentNotRunning; other errors (RPCError) mean Temporal failed.
+    Raises DecisionRefused with the workflow's reason (no or unknown step, approver not allowed,
+    nothing pending, an unverified approval where the policy needs a verified one; the
+    workflow audits each refusal) and IncidentNotRunning; other errors (RPCError) mean
+    Temporal failed.
     """
     handle = client.get_workflow_handle(workflow_id)
     try:
         result = await handle.execute_update(DECIDE_UPDATE, request, result_type=str)
     except WorkflowUpdateFailedError as exc:
-        # The validator raises ApplicationError; its message is the reason, meant for people.
+        # The handler records the refusal, then raises ApplicationError: its message is the reason.
         cause = exc.cause
         raise DecisionRefused(getattr(cause, "message", None) or str(cause)) from None
     except RPCError as exc:
@@ -261,3 +270,39 @@ async def show_incident(client: Client, workflow_id: str) -> IncidentDetails:
     except Exception as exc:  # no worker to answer, or one that cannot: either way unreadable
         raise IncidentUnreadable(workflow_id, description.status, str(exc)) from None
     return IncidentDetails(status=status, audit=audit, workflow_status=description.status)
+
+
+@dataclass(frozen=True)
+class PendingRow:
+    """One approval waiting for a human: which incident, and the request as its workflow holds it."""
+
+    workflow_id: str
+    approval: PendingApproval
+
+
+AWAITING_APPROVAL = (
+    f'WorkflowType = "{WORKFLOW_TYPE}" AND ExecutionStatus = "Running" '
+    f'AND {SA_STAGE.name} = "awaiting_approval"'
+)
+
+
+async def list_pending_approvals(client: Client, limit: int = 200) -> tuple[list[PendingRow], list[str]]:
+    """Every pending approval across incidents, and the ids of waiting incidents that did not answer.
+
+    Visibility finds the incidents (`IncidentStage = "awaiting_approval"`); each one's `status`
+    query says what exactly waits, so a stage that moved on since is simply not listed.
+    """
+    rows: list[PendingRow] = []
+    unreadable: list[str] = []
+    async for wf in client.list_workflows(AWAITING_APPROVAL, limit=limit):
+        try:
+            status = await client.get_workflow_handle(wf.id, run_id=wf.run_id).query(
+                STATUS_QUERY, result_type=IncidentStatus
+            )
+        except Exception:  # no worker to answer, or closed meanwhile
+            unreadable.append(wf.id)
+            continue
+        if status.pending_approval is not None:
+            rows.append(PendingRow(workflow_id=wf.id, approval=status.pending_approval))
+    rows.sort(key=lambda row: row.approval.deadline)
+    return rows, unreadable

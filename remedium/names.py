@@ -27,6 +27,8 @@ VERIFY_ACTIVITY = "runbook.verify"
 REPORT_ACTIVITY = "incident.report"
 ACQUIRE_SLOT_ACTIVITY = "guard.acquire_slot"
 FREEZE_STATE_ACTIVITY = "guard.freeze_state"
+# Re-verifies a Slack click the `decide` update carries (activities/slack.py defines it).
+VERIFY_SLACK_ACTIVITY = "approval.verify_slack"
 ENGINE_ACTIVITIES = (
     PREPARE_ACTIVITY,
     DECIDE_ACTIVITY,
@@ -34,6 +36,7 @@ ENGINE_ACTIVITIES = (
     REPORT_ACTIVITY,
     ACQUIRE_SLOT_ACTIVITY,
     FREEZE_STATE_ACTIVITY,
+    VERIFY_SLACK_ACTIVITY,
 )
 
 ActionPhase = Literal["dry_run", "execute", "rollback"]

@@ -70,6 +70,9 @@ class Settings(BaseSettings):
                 if key in extras:
                     overrides[name] = extras[key]
                     break
+                if key in type(self).model_fields and key in self.model_fields_set:
+                    overrides[name] = getattr(self, key)  # one of ours, e.g. slack_signing_secret
+                    break
         config_file = os.environ.get("REMEDIUM_CONFIG")
         if config_file:
             return model(_env_file=config_file, **overrides)

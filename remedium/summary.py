@@ -7,14 +7,56 @@ worked, and what is left for humans.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from remedium.models import AuditEntry, Escalation, ReportRequest
+from remedium.untrusted import markdown_code, markdown_text
 
 TIMELINE_LIMIT = 60
 FACT_LIMIT = 300
+REDACTED = "[redacted]"
+_REDACT_DEPTH = 40
+_SECRET_WORDS = (
+    r"token|secret|passw(?:or)?d|api[-_]?key|authori[sz]ation|cookie|session|credential|private[-_]?key"
+)
+SECRET_NAME = re.compile(_SECRET_WORDS, re.IGNORECASE)
+_CREDENTIAL = re.compile(r"\b(?:bearer|basic)\s+[A-Za-z0-9._~+/=-]{4,}", re.IGNORECASE)
+# `name=value` / `"name": "value"` in text: a whole word (so linear on long runs), then its value
+_ASSIGNED = re.compile(
+    r"""(?<![\w-])([\w-]{1,64})(["']?\s{0,3}[:=]\s{0,3}["']?)(?!\[redacted\])([^\s"'&,;}\]]+)"""
+)
 _SHORT_LIST = 3
 _SHORT_DICT = 4
+
+
+def redact(value: Any, _depth: int = 0) -> Any:
+    """The value with whatever looks like a secret replaced by "[redacted]", for every reader.
+
+    Fields whose names look like secrets (token, password, api_key, authorization, cookie,
+    session, credential, private_key...; any case, at any depth), `Bearer xxx` credentials, and
+    `token=xxx` / `"password": "xxx"` inside text: a diagnostic's body is shown in the audit
+    trail and posted to Slack, Jira and PagerDuty, and the service it came from may not know.
+    """
+    if _depth > _REDACT_DEPTH:
+        return REDACTED
+    if isinstance(value, dict):
+        return {
+            k: REDACTED if isinstance(k, str) and SECRET_NAME.search(k) else redact(v, _depth + 1)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [redact(v, _depth + 1) for v in value]
+    if isinstance(value, str):
+        return _ASSIGNED.sub(_redact_assigned, _CREDENTIAL.sub(REDACTED, value))
+    return value
+
+
+def _redact_assigned(match: re.Match[str]) -> str:
+    name, sep, _value = match.groups()
+    if not SECRET_NAME.search(name):
+        return match.group(0)
+    return name + sep + REDACTED
 
 
 def _count(n: int, noun: str) -> str:
@@ -37,7 +79,8 @@ def _brief_item(value: Any) -> str:
 
 
 def fact_brief(value: Any, limit: int = FACT_LIMIT) -> str:
-    """A fact as one readable line (`count=2 max=8280 breached=True`), not a Python repr."""
+    """A fact as one readable line (`count=2 max=8280 breached=True`), not a Python repr, redacted."""
+    value = redact(value)
     if isinstance(value, dict):
         text = " ".join(f"{k}={_brief_item(v)}" for k, v in value.items() if v is not None)
     else:
@@ -53,22 +96,23 @@ def incident_summary(
     request: ReportRequest, summary: str, escalation: Escalation | None, follow_ups: list[str]
 ) -> str:
     alert, audit = request.alert, request.audit
-    lines = [f"## Incident report: {alert.title}", "", summary, ""]
-    lines.append(f"- **Outcome:** {request.outcome.replace('_', ' ')} ({request.reason})")
+    md = markdown_text  # every incident-supplied string is a literal: it never links or formats
+    lines = [f"## Incident report: {md(alert.title)}", "", md(summary), ""]
+    lines.append(f"- **Outcome:** {request.outcome.replace('_', ' ')} ({md(request.reason)})")
     lines.append(
-        f"- **Alert:** {alert.source} `{alert.id}`, service {alert.service or 'unknown'}, "
-        f"severity {alert.severity or 'unknown'}"
+        f"- **Alert:** {alert.source} {markdown_code(alert.id)}, service {md(alert.service or 'unknown')}, "
+        f"severity {md(alert.severity or 'unknown')}"
         + (f", started {alert.started_at:%Y-%m-%d %H:%M} UTC" if alert.started_at else "")
     )
-    lines.append(f"- **Runbook:** {request.runbook.name if request.runbook else 'none'}")
+    lines.append(f"- **Runbook:** {md(request.runbook.name) if request.runbook else 'none'}")
 
     lines += ["", "### Root cause"]
     decisions = [e for e in audit if e.kind == "decision"]
-    lines.append(f"- {decisions[-1].message}" if decisions else "- no runbook decision was reached")
+    lines.append(f"- {md(decisions[-1].message)}" if decisions else "- no runbook decision was reached")
     for fact in request.facts.values():
-        shown = fact_brief(fact.value) if fact.ok else f"FAILED: {fact.error}"[:FACT_LIMIT]
-        query = f" — `{fact.query}`" if fact.query else ""
-        lines.append(f"- `{fact.id}` ({fact.kind}){query}: {shown}")
+        shown = fact_brief(fact.value) if fact.ok else redact(f"FAILED: {fact.error}")[:FACT_LIMIT]
+        query = f" — {markdown_code(fact.query)}" if fact.query else ""
+        lines.append(f"- {markdown_code(fact.id)} ({md(fact.kind)}){query}: {md(shown)}")
 
     lines += ["", "### Actions"]
     dry_runs = _by_step(audit, "dry_run")
@@ -80,47 +124,49 @@ def incident_summary(
     done = {a.step_id for a in request.actions}
     for step, dry in dry_runs.items():
         action = next((a for a in request.actions if a.step_id == step), None)
-        headline = f"`{step}` {action.action}: {action.summary}" if action else f"`{step}`: not run"
+        headline = (
+            f"{markdown_code(step)} {md(action.action)}: {md(action.summary)}"
+            if action
+            else f"{markdown_code(step)}: not run"
+        )
         lines.append(f"- {headline}")
-        lines.append(f"  - dry run: {dry.message}")
+        lines.append(f"  - dry run: {md(dry.message)}")
         if step in approvals:
-            lines.append(f"  - {approvals[step].message}")
+            lines.append(f"  - {md(approvals[step].message)}")
         elif step in done:
             lines.append("  - no approval needed by policy")
         if action and action.checkpoint:
-            lines.append(f"  - checkpoint: {action.checkpoint.undo}")
+            lines.append(f"  - checkpoint: {md(action.checkpoint.undo)}")
         if step in rollbacks:
             undone = rollbacks[step]
             label = "rolled back" if undone.kind == "rolled_back" else "ROLLBACK FAILED"
-            lines.append(f"  - {label}: {undone.message}")
+            lines.append(f"  - {label}: {md(undone.message)}")
     for refusal in refusals:
-        lines.append(f"- refused by a guardrail: {refusal.message}")
+        lines.append(f"- refused by a guardrail: {md(refusal.message)}")
 
     verifies = [e for e in audit if e.kind in ("verify", "evaluation")]
     if verifies:
         lines += ["", "### Verification"]
-        lines += [f"- {e.message}" for e in verifies[-4:]]
+        lines += [f"- {md(e.message)}" for e in verifies[-4:]]
 
     if escalation:
-        lines += ["", "### Escalation", f"- {escalation.message}"]
+        lines += ["", "### Escalation", f"- {md(escalation.message)}"]
         if escalation.to:
-            lines.append(f"- to: {', '.join(escalation.to)}")
+            lines.append(f"- to: {md(', '.join(escalation.to))}")
     failed_reports = [e for e in audit if e.kind == "report_failed"]
     if failed_reports:
         lines += ["", "### Reporting problems"]
-        lines += [f"- {e.message}" for e in failed_reports[-5:]]
+        lines += [f"- {md(e.message)}" for e in failed_reports[-5:]]
     if follow_ups:
         lines += ["", "### Follow-ups"]
-        lines += [f"- {f}" for f in follow_ups]
+        lines += [f"- {md(f)}" for f in follow_ups]
 
     lines += ["", "### Timeline", "", "| time (UTC) | stage | event |", "|---|---|---|"]
     shown_entries = audit if len(audit) <= TIMELINE_LIMIT else audit[: TIMELINE_LIMIT - 1]
     for entry in shown_entries:
-        message = entry.message.replace("|", "\\|").replace("\n", " ")
-        if len(message) > 200:
-            message = message[:200] + "…"
-        actor = f" ({entry.actor})" if entry.actor != "remedium" else ""
-        lines.append(f"| {entry.at:%H:%M:%S} | {entry.stage} | {entry.kind}{actor}: {message} |")
+        message = entry.message if len(entry.message) <= 200 else entry.message[:200] + "…"
+        actor = f" ({md(entry.actor)})" if entry.actor != "remedium" else ""
+        lines.append(f"| {entry.at:%H:%M:%S} | {entry.stage} | {entry.kind}{actor}: {md(message)} |")
     if len(audit) > TIMELINE_LIMIT:
         lines.append(f"| … | | {len(audit) - TIMELINE_LIMIT + 1} more entries: `remedium incident show` |")
     return "\n".join(lines)

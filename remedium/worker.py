@@ -23,6 +23,7 @@ from temporalio.worker import Worker
 
 from activities.engine import RunbookActivities
 from activities.guards import GuardActivities
+from activities.slack import SlackApprovalActivities
 from remedium.bindings import action_activities, diagnostic_activity, reporter_activity
 from remedium.catalog import (
     Clients,
@@ -127,6 +128,7 @@ def build_activities(
         activities.append(reporter_activity(reporter_cls.build(clients)))
     channels = configured_channels(clients, sorted(reporters))
     activities += RunbookActivities(runbooks, policy, channels, ui_url).activities()  # type: ignore[arg-type]
+    activities += SlackApprovalActivities.build(clients).activities()
     return activities
 
 

@@ -33,13 +33,16 @@ from remedium.demo.recording import (  # noqa: E402
 from remedium.names import SEARCH_ATTRIBUTES  # noqa: E402
 
 OUT = REPO / "tests" / "histories"
+STEP = "restart-pool"  # the plan step of restart_runbook(): a decision must name it
 
 
 async def scenario(env: WorkflowEnvironment, name: str, target: TargetService, **kw: Any) -> None:
     decision: dict[str, str] | None = kw.pop("signal", None)
     required_for = kw.pop("required_for", None)
     with tempfile.TemporaryDirectory() as tmp:
-        rb_dir, policy = write_config(Path(tmp), [restart_runbook(**kw)], required_for=required_for)
+        rb_dir, policy = write_config(
+            Path(tmp), [restart_runbook(**kw)], required_for=required_for, allow=[target.url]
+        )
         settings = settings_for(Path(tmp), rb_dir, policy)
         async with worker_for(env.client, settings):
             handle = await start(env.client, settings, alert_for(target, incident_id=name))
@@ -62,10 +65,12 @@ async def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     try:
         ok = TargetService().start()
-        await scenario(env, "approved-resolved", ok, signal={"name": "approve", "by": "alice"})
+        await scenario(env, "approved-resolved", ok, signal={"name": "approve", "step": STEP, "by": "alice"})
         ok.stop()
         rejected = TargetService().start()
-        await scenario(env, "rejected", rejected, signal={"name": "reject", "by": "bob", "reason": "no"})
+        await scenario(
+            env, "rejected", rejected, signal={"name": "reject", "step": STEP, "by": "bob", "reason": "no"}
+        )
         rejected.stop()
         bad = TargetService(health_after_restart=503).start()
         await scenario(

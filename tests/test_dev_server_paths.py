@@ -59,7 +59,7 @@ async def test_approve_with_temporal_cli_signal(
     dev_env: WorkflowEnvironment, tmp_path: Path, target: TargetService
 ) -> None:
     """`temporal workflow signal` sends json/plain exactly like the UI's "Send a Signal" form."""
-    rb_dir, policy = write_config(tmp_path, [restart_runbook()])
+    rb_dir, policy = write_config(tmp_path, [restart_runbook()], allow=[target.url])
     settings = settings_for(tmp_path, rb_dir, policy)
     async with worker_for(dev_env.client, settings):
         handle = await start(dev_env.client, settings, alert_for(target))
@@ -67,7 +67,7 @@ async def test_approve_with_temporal_cli_signal(
         cli = await _run(
             str(BIN / "temporal"), "workflow", "signal", "--address", dev_address(dev_env),
             "--workflow-id", handle.id, "--name", "approve",
-            "--input", json.dumps({"by": "bob", "reason": "looks right"}),
+            "--input", json.dumps({"step": "restart-pool", "by": "bob", "reason": "looks right"}),
         )  # fmt: skip
         assert cli.returncode == 0, cli.stderr
         result = await asyncio.wait_for(handle.result(), 60)
@@ -75,7 +75,7 @@ async def test_approve_with_temporal_cli_signal(
     assert result.outcome == "resolved"
     approved = [a for a in audit if a.kind == "approved"]
     assert [(a.actor, a.message) for a in approved] == [
-        ("bob", "step restart-pool approved by bob via signal: looks right")
+        ("bob", "step restart-pool approved by bob via signal, self-declared: looks right")
     ]
     assert len(target.applied_to("/restart")) == 1
 
@@ -83,7 +83,7 @@ async def test_approve_with_temporal_cli_signal(
 async def test_remedium_cli_approve_show_and_list(
     dev_env: WorkflowEnvironment, tmp_path: Path, target: TargetService
 ) -> None:
-    rb_dir, policy = write_config(tmp_path, [restart_runbook()], approvers=["alice"])
+    rb_dir, policy = write_config(tmp_path, [restart_runbook()], approvers=["alice"], allow=[target.url])
     settings = settings_for(tmp_path, rb_dir, policy)
     env = _env(dev_env, settings)
     async with worker_for(dev_env.client, settings):
@@ -132,7 +132,9 @@ async def test_worker_killed_mid_action_resumes_exactly_once(
     dev_env: WorkflowEnvironment, tmp_path: Path
 ) -> None:
     target = TargetService(hold_first_restart_s=30).start()
-    rb_dir, policy = write_config(tmp_path, [restart_runbook(approval_required=False)], required_for=[])
+    rb_dir, policy = write_config(
+        tmp_path, [restart_runbook(approval_required=False)], required_for=[], allow=[target.url]
+    )
     settings = settings_for(tmp_path, rb_dir, policy)
     env = _env(dev_env, settings)
     log1 = open(tmp_path / "worker1.log", "w")

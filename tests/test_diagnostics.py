@@ -144,7 +144,7 @@ async def test_slow_and_broken_diagnostics_become_facts_and_the_incident_goes_on
         },
     )
     assert pushed.status_code == 204
-    rb_dir, policy = write_config(tmp_path, [_runbook(probes)], required_for=[])
+    rb_dir, policy = write_config(tmp_path, [_runbook(probes)], required_for=[], allow=[probes.url])
     settings = Settings(
         runbooks_dir=rb_dir, policy_file=policy, task_queue=f"tq-{uuid.uuid4().hex[:8]}", loki_url=loki.url
     )

@@ -20,7 +20,15 @@ from remedium.guards import approval_forced, blast_radius_refusal, limiter_id, r
 from remedium.models import Alert, DryRun, IncidentResult, Policy, RenderedStep, TargetScope
 from remedium.selectors import selector_matches
 from tests.conftest import dev_address
-from tests.support import TargetService, api_runbook, settings_for, start, wait_for_stage, worker_for
+from tests.support import (
+    TargetService,
+    api_runbook,
+    http_allow,
+    settings_for,
+    start,
+    wait_for_stage,
+    worker_for,
+)
 from workflows.limiter import TargetLimiterWorkflow
 
 REMEDIUM = str(Path(sys.executable).with_name("remedium"))
@@ -31,7 +39,11 @@ def _config(tmp: Path, target: TargetService, policy: dict[str, Any]) -> tuple[P
     rb_dir.mkdir(exist_ok=True)
     (rb_dir / "api-bump.yaml").write_text(yaml.safe_dump(api_runbook(target)))
     path = tmp / "policy.yaml"
-    path.write_text(yaml.safe_dump({"approval": {"approvers": ["alice"], "required_for": []}, **policy}))
+    path.write_text(
+        yaml.safe_dump(
+            {"approval": {"approvers": ["alice"], "required_for": []}, **http_allow(target.url), **policy}
+        )
+    )
     return rb_dir, path
 
 

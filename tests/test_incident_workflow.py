@@ -46,7 +46,7 @@ def _kinds(audit: list[AuditEntry]) -> list[str]:
 async def test_thirty_minute_approval_timeout_escalates(
     ts_env: WorkflowEnvironment, tmp_path: Path, target: TargetService
 ) -> None:
-    rb_dir, policy = write_config(tmp_path, [restart_runbook(approval_timeout="30m")])
+    rb_dir, policy = write_config(tmp_path, [restart_runbook(approval_timeout="30m")], allow=[target.url])
     settings = settings_for(tmp_path, rb_dir, policy)
     async with worker_for(ts_env.client, settings):
         handle = await start(ts_env.client, settings, alert_for(target))
@@ -66,7 +66,7 @@ async def test_thirty_minute_approval_timeout_escalates(
 async def test_approve_by_signal_runs_action_and_verifies(
     ts_env: WorkflowEnvironment, tmp_path: Path, target: TargetService
 ) -> None:
-    rb_dir, policy = write_config(tmp_path, [restart_runbook()])
+    rb_dir, policy = write_config(tmp_path, [restart_runbook()], allow=[target.url])
     settings = settings_for(tmp_path, rb_dir, policy)
     async with worker_for(ts_env.client, settings):
         handle = await start(ts_env.client, settings, alert_for(target))
@@ -78,14 +78,14 @@ async def test_approve_by_signal_runs_action_and_verifies(
         desc = await handle.describe()
         assert desc.typed_search_attributes.get(SA_STAGE) == "awaiting_approval"
         assert desc.typed_search_attributes.get(SA_RUNBOOK) == "web-restart"
-        await handle.signal("approve", {"by": "alice", "reason": "go"})
+        await handle.signal("approve", {"step": "restart-pool", "by": "alice", "reason": "go"})
         result = await handle.result()
         audit = await _audit(handle)
     assert result.outcome == "resolved", result.reason
     assert [d.body for d in target.applied_to("/restart")] == [{"pool": "web"}]
     assert target.applied_to("/restart")[0].key == f"{handle.id}/restart-pool"
     approved = next(a for a in audit if a.kind == "approved")
-    assert approved.actor == "alice" and "via signal" in approved.message
+    assert approved.actor == "alice" and "via signal, self-declared" in approved.message
     assert result.report.follow_ups == ["check why the web-frontend pool wedged"]
     desc = await handle.describe()
     assert desc.typed_search_attributes.get(SA_STAGE) == "resolved"
@@ -94,7 +94,7 @@ async def test_approve_by_signal_runs_action_and_verifies(
 async def test_update_validator_refuses_disallowed_and_wrong_step(
     ts_env: WorkflowEnvironment, tmp_path: Path, target: TargetService
 ) -> None:
-    rb_dir, policy = write_config(tmp_path, [restart_runbook()], approvers=["alice"])
+    rb_dir, policy = write_config(tmp_path, [restart_runbook()], approvers=["alice"], allow=[target.url])
     settings = settings_for(tmp_path, rb_dir, policy)
     async with worker_for(ts_env.client, settings):
         handle = await start(ts_env.client, settings, alert_for(target))
@@ -138,7 +138,7 @@ async def test_update_validator_refuses_disallowed_and_wrong_step(
 async def test_disallowed_or_misdirected_signals_are_ignored_and_audited(
     ts_env: WorkflowEnvironment, tmp_path: Path, target: TargetService
 ) -> None:
-    rb_dir, policy = write_config(tmp_path, [restart_runbook()], approvers=["alice"])
+    rb_dir, policy = write_config(tmp_path, [restart_runbook()], approvers=["alice"], allow=[target.url])
     settings = settings_for(tmp_path, rb_dir, policy)
     async with worker_for(ts_env.client, settings):
         handle = await start(ts_env.client, settings, alert_for(target))
@@ -151,8 +151,9 @@ async def test_disallowed_or_misdirected_signals_are_ignored_and_audited(
         await handle.signal("approve", "yes please")
         status = await handle.query("status", result_type=IncidentStatus)
         assert status.stage == "awaiting_approval" and status.approvals == []
-        ignored = [a for a in await _audit(handle) if a.kind == "approval_ignored"]
-        await handle.signal("reject", {"by": "alice", "reason": "not during the sale"})
+        ignored = [a for a in await _audit(handle) if a.kind == "approval_refused"]
+        rejection = {"step": "restart-pool", "by": "alice", "reason": "not during the sale"}
+        await handle.signal("reject", rejection)
         result = await handle.result()
     messages = [a.message for a in ignored]
     assert len(messages) == 5, messages
@@ -162,7 +163,7 @@ async def test_disallowed_or_misdirected_signals_are_ignored_and_audited(
         for m, a in zip(messages, ignored, strict=True)
     )
     assert any("'other-step' is not the pending step" in m for m in messages)
-    assert any("with no data ignored" in m for m in messages)
+    assert any("ignored: it has no data" in m for m in messages)
     assert any("its data is not an approval" in m for m in messages)
     assert result.outcome == "rejected"
     assert "rejected by alice: not during the sale" in result.reason
@@ -174,7 +175,9 @@ async def test_failed_verification_rolls_back_then_escalates(
 ) -> None:
     target = TargetService(health_after_restart=503).start()
     try:
-        rb_dir, policy = write_config(tmp_path, [restart_runbook(approval_required=False)], required_for=[])
+        rb_dir, policy = write_config(
+            tmp_path, [restart_runbook(approval_required=False)], required_for=[], allow=[target.url]
+        )
         settings = settings_for(tmp_path, rb_dir, policy)
         async with worker_for(ts_env.client, settings):
             handle = await start(ts_env.client, settings, alert_for(target))
@@ -199,7 +202,7 @@ async def test_worse_rolls_back_at_once(ts_env: WorkflowEnvironment, tmp_path: P
             approval_required=False,
             worse_if=["facts.health_after.ok and facts.health_after.value.status == 503"],
         )
-        rb_dir, policy = write_config(tmp_path, [runbook], required_for=[])
+        rb_dir, policy = write_config(tmp_path, [runbook], required_for=[], allow=[target.url])
         settings = settings_for(tmp_path, rb_dir, policy)
         async with worker_for(ts_env.client, settings):
             handle = await start(ts_env.client, settings, alert_for(target))
@@ -216,7 +219,7 @@ async def test_worse_rolls_back_at_once(ts_env: WorkflowEnvironment, tmp_path: P
 async def test_no_runbook_matched_escalates_with_context(
     ts_env: WorkflowEnvironment, tmp_path: Path, target: TargetService
 ) -> None:
-    rb_dir, policy = write_config(tmp_path, [restart_runbook()])
+    rb_dir, policy = write_config(tmp_path, [restart_runbook()], allow=[target.url])
     settings = settings_for(tmp_path, rb_dir, policy)
     alert = alert_for(target).model_copy(update={"service": "billing"})
     async with worker_for(ts_env.client, settings):
@@ -233,7 +236,7 @@ async def test_no_runbook_matched_escalates_with_context(
 async def test_upstream_resolve_stops_actions(
     ts_env: WorkflowEnvironment, tmp_path: Path, target: TargetService
 ) -> None:
-    rb_dir, policy = write_config(tmp_path, [restart_runbook()])
+    rb_dir, policy = write_config(tmp_path, [restart_runbook()], allow=[target.url])
     settings = settings_for(tmp_path, rb_dir, policy)
     async with worker_for(ts_env.client, settings):
         handle = await start(ts_env.client, settings, alert_for(target))
@@ -248,14 +251,15 @@ async def test_upstream_resolve_stops_actions(
 async def test_status_query_and_current_details_guide_the_operator(
     ts_env: WorkflowEnvironment, tmp_path: Path, target: TargetService
 ) -> None:
-    rb_dir, policy = write_config(tmp_path, [restart_runbook()])
+    rb_dir, policy = write_config(tmp_path, [restart_runbook()], allow=[target.url])
     settings = settings_for(tmp_path, rb_dir, policy)
     client: Client = ts_env.client
     async with worker_for(client, settings):
         handle = await start(client, settings, alert_for(target))
         status = await wait_for_stage(handle, "awaiting_approval")
         metadata = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
-        await handle.signal("reject", {"by": "bob", "reason": "pool is fine, DB is down"})
+        rejection = {"step": "restart-pool", "by": "bob", "reason": "pool is fine, DB is down"}
+        await handle.signal("reject", rejection)
         await handle.result()
         after = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
     assert status.facts["health"].ok and status.facts["health"].value["status"] == 500

@@ -26,7 +26,7 @@ from remedium.ingress.serve import serve_ingress
 from remedium.models import IncidentResult
 from remedium.names import SA_SERVICE, SA_SEVERITY, SA_STAGE
 from remedium.settings import Settings
-from tests.support import TargetService, api_runbook, settings_for, worker_for
+from tests.support import TargetService, api_runbook, http_allow, settings_for, worker_for
 
 VECTOR = json.loads(
     (
@@ -216,7 +216,7 @@ async def test_fifty_concurrent_deliveries_of_ten_incidents_start_exactly_ten(
     dev_env: WorkflowEnvironment,
 ) -> None:
     prefix = _uid("BURST")
-    ids = [f"{prefix}-{n}" for n in range(10)]
+    ids = [f"{prefix}N{n}" for n in range(10)]  # PagerDuty ids are letters and digits only
     bodies = [event_body(i) for i in ids for _ in range(5)]
     malformed = [b'{"event": ' for _ in range(3)]
     async with ingress(provider(dev_env), secret=NEW) as http:
@@ -253,7 +253,11 @@ async def test_resolved_upstream_reaches_the_running_incident_which_stops_acting
     runbook = api_runbook(target)
     (rb_dir / "api-flush.yaml").write_text(yaml.safe_dump(runbook))
     policy = tmp_path / "policy.yaml"
-    policy.write_text(yaml.safe_dump({"approval": {"approvers": ["alice"], "required_for": ["high"]}}))
+    policy.write_text(
+        yaml.safe_dump(
+            {"approval": {"approvers": ["alice"], "required_for": ["high"]}, **http_allow(target.url)}
+        )
+    )
     settings = settings_for(tmp_path, rb_dir, policy)
     incident = _uid("LIFE")
     workflow_id = f"incident-pagerduty-{incident}"

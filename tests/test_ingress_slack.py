@@ -27,7 +27,7 @@ from remedium.ingress.slack import SlackInteractions, Unauthorized, verify
 from remedium.models import Alert, IncidentResult, IncidentStatus
 from remedium.settings import Settings
 from tests.plugins.alertmanager import ingress_settings, serve_app
-from tests.support import TargetService, api_runbook, settings_for, wait_for_stage, worker_for
+from tests.support import TargetService, api_runbook, http_allow, settings_for, wait_for_stage, worker_for
 
 VECTOR = json.loads(
     (
@@ -151,14 +151,22 @@ async def _wait_for_reply(received: list[dict[str, Any]], count: int) -> dict[st
 
 
 async def test_button_clicks_refused_then_approved_and_audited_with_the_slack_user(
-    dev_env: WorkflowEnvironment, tmp_path: Path
+    dev_env: WorkflowEnvironment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("REMEDIUM_SLACK_SIGNING_SECRET", SECRET)  # the worker verifies clicks again
     target = TargetService().start()
     rb_dir = tmp_path / "runbooks"
     rb_dir.mkdir()
     (rb_dir / "api-flush.yaml").write_text(yaml.safe_dump(api_runbook(target)))
     policy = tmp_path / "policy.yaml"
-    policy.write_text(yaml.safe_dump({"approval": {"approvers": ["alice"], "required_for": ["high"]}}))
+    policy.write_text(
+        yaml.safe_dump(
+            {
+                "approval": {"approvers": [{"name": "alice", "slack": "UALICE"}], "required_for": ["high"]},
+                **http_allow(target.url),
+            }
+        )
+    )
     worker_settings = settings_for(tmp_path, rb_dir, policy)
     alert = Alert(
         source="pagerduty",
@@ -197,9 +205,9 @@ async def test_button_clicks_refused_then_approved_and_audited_with_the_slack_us
                     path, content=body, headers={"Content-Type": headers["Content-Type"]}
                 )
                 await interactions.drain()
-                # nothing changed for the refused clicks: still waiting, no update in the history
+                # nothing changed for the refused clicks: still waiting, each refusal audited
                 status = await handle.query("status", result_type=IncidentStatus)
-                updates_before = await _updates_accepted(handle)
+                refusals = [e for e in await handle.query("audit") if e["kind"] == "approval_refused"]
                 replies_before = len(received)
 
                 body, headers = alice.click("remedium_approve", alert.workflow_id, "flush-cache")
@@ -222,7 +230,8 @@ async def test_button_clicks_refused_then_approved_and_audited_with_the_slack_us
         "path": "/actions/T0123ABCD/1234567890123/AbCdEf",
         "response_type": "ephemeral",
         "replace_original": False,
-        "text": "Not applied: 'mallory' may not approve: the policy allows alice",
+        "text": "Not applied: Slack user UMALLORY (mallory) is not an approver: the policy maps no "
+        "approver to that Slack user id (mapped: alice)",
     }
     assert wrong_step_reply["response_type"] == "ephemeral"
     assert "'no-such-step' is not the pending step (pending: 'flush-cache')" in wrong_step_reply["text"]
@@ -231,7 +240,11 @@ async def test_button_clicks_refused_then_approved_and_audited_with_the_slack_us
     assert stale.status_code == 401 and "outside the 5-minute window" in stale.json()["error"]
     assert unsigned.status_code == 401 and "missing X-Slack-Signature" in unsigned.json()["error"]
     assert status.stage == "awaiting_approval" and status.approvals == []
-    assert updates_before == 0, "a refused click leaves no trace in the workflow history"
+    assert [(e["actor"], e["data"]["channel"], e["data"].get("slack_user")) for e in refusals] == [
+        ("mallory", "slack", "UMALLORY"),
+        ("alice", "slack", "UALICE"),
+    ], "every refused click is on record, with the verified Slack user id"
+    assert "'no-such-step' is not the pending step" in refusals[1]["message"]
     assert replies_before == 2, "no reply at all for the requests that failed authentication"
 
     assert approved_replies == [
@@ -241,13 +254,13 @@ async def test_button_clicks_refused_then_approved_and_audited_with_the_slack_us
             "text": f"Approved step flush-cache of {alert.workflow_id}",
         }
     ], "one reply: the repeated click was dropped"
-    assert updates_after == 1
+    assert updates_after == 3, "two refused, one approved; the failed signatures never reached Temporal"
     assert result.outcome == "resolved"
     assert len(target.applied_to("/restart")) == 1
     decided = [e for e in audit if e["kind"] == "approved"]
     assert len(decided) == 1
     assert decided[0]["actor"] == "alice" and decided[0]["step"] == "flush-cache"
-    assert "via update: via Slack" in decided[0]["message"]
+    assert decided[0]["message"] == "step flush-cache approved by alice via slack (verified UALICE)"
     # a click after the incident closed: told so, privately
     assert late_reply["response_type"] == "ephemeral"
     assert late_reply["text"] == f"Not applied: {alert.workflow_id} is not running (closed or unknown)"
@@ -319,14 +332,22 @@ async def test_unconfigured_secret_and_malformed_interactions_are_refused(
 
 
 async def test_reject_button_rejects_the_step_and_nothing_is_applied(
-    dev_env: WorkflowEnvironment, tmp_path: Path
+    dev_env: WorkflowEnvironment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("REMEDIUM_SLACK_SIGNING_SECRET", SECRET)
     target = TargetService().start()
     rb_dir = tmp_path / "runbooks"
     rb_dir.mkdir()
     (rb_dir / "api-flush.yaml").write_text(yaml.safe_dump(api_runbook(target)))
     policy = tmp_path / "policy.yaml"
-    policy.write_text(yaml.safe_dump({"approval": {"approvers": ["bob"], "required_for": ["high"]}}))
+    policy.write_text(
+        yaml.safe_dump(
+            {
+                "approval": {"approvers": [{"name": "bob", "slack": "UBOB"}], "required_for": ["high"]},
+                **http_allow(target.url),
+            }
+        )
+    )
     worker_settings = settings_for(tmp_path, rb_dir, policy)
     alert = Alert(
         source="pagerduty",
@@ -346,7 +367,7 @@ async def test_reject_button_rejects_the_step_and_nothing_is_applied(
                 handle = dev_env.client.get_workflow_handle(alert.workflow_id, result_type=IncidentResult)
                 await wait_for_stage(handle, "awaiting_approval")
                 bob = SlackUser("bob", response_url)
-                body, headers = bob.click("remedium_reject", alert.workflow_id, None)
+                body, headers = bob.click("remedium_reject", alert.workflow_id, "flush-cache")
                 clicked = await http.post("/webhooks/slack/interactions", content=body, headers=headers)
                 result = await handle.result()
                 reply = await _wait_for_reply(received, 1)

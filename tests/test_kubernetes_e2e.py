@@ -248,7 +248,7 @@ async def test_target_gone_escalates_with_the_api_message(
         handle = await start(dev_env.client, settings, _alert())
         await wait_for_stage(handle, "awaiting_approval", timeout=60)
         kube_apps.delete_namespaced_deployment("api", "payments")
-        await handle.signal("approve", {"by": "alice"})
+        await handle.signal("approve", {"step": "restart", "by": "alice"})
         result = await asyncio.wait_for(handle.result(), 120)
     assert result.outcome == "escalated"
     assert 'deployments.apps "api" not found' in result.reason
@@ -296,7 +296,7 @@ async def test_api_server_down_for_thirty_seconds_delays_but_loses_nothing(
         handle = await start(dev_env.client, settings, _alert())
         await wait_for_stage(handle, "awaiting_approval", timeout=60)
         kube_sandbox.take_down()
-        await handle.signal("approve", {"by": "alice"})
+        await handle.signal("approve", {"step": "restart", "by": "alice"})
         await asyncio.sleep(30)
         status = await handle.query("status")
         kube_sandbox.bring_up()

@@ -27,7 +27,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from remedium.models import IncidentResult, IncidentStatus
 from remedium.names import SA_SERVICE, SA_SEVERITY, SA_STAGE
-from tests.support import TargetService, api_runbook
+from tests.support import TargetService, api_runbook, http_allow
 
 VECTOR = (
     Path(__file__).resolve().parents[2] / "shared" / "vectors" / "pagerduty_webhook_incident_triggered.json"
@@ -161,7 +161,11 @@ def api_incident_env(tmp_path: Path, target: TargetService, secret: str) -> dict
     rb_dir.mkdir()
     (rb_dir / "api-bump.yaml").write_text(yaml.safe_dump(api_runbook(target)))
     policy = tmp_path / "policy.yaml"
-    policy.write_text(yaml.safe_dump({"approval": {"approvers": ["ui-operator", "alice"], "timeout": "1h"}}))
+    policy.write_text(
+        yaml.safe_dump(
+            {"approval": {"approvers": ["ui-operator", "alice"], "timeout": "1h"}, **http_allow(target.url)}
+        )
+    )
     env = {
         **os.environ,
         "REMEDIUM_RUNBOOKS_DIR": str(rb_dir),
@@ -211,9 +215,8 @@ async def test_up_serves_ui_webhook_incident_and_ui_approval(tmp_path: Path) -> 
         assert WORKFLOW_ID in listed
         assert target.applied == []
 
-        response = await _ui_signal(
-            f"http://127.0.0.1:{up.ui_port}", WORKFLOW_ID, "approve", {"by": "ui-operator"}
-        )
+        approval = {"step": "flush-cache", "by": "ui-operator"}
+        response = await _ui_signal(f"http://127.0.0.1:{up.ui_port}", WORKFLOW_ID, "approve", approval)
         assert response.status_code == 200, response.text
         result = await asyncio.wait_for(handle.result(), 60)
         assert result.outcome == "resolved", result.reason

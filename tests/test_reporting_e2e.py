@@ -76,7 +76,9 @@ def _unattended(
     tmp: Path, target: TargetService, slack: SlackSandbox, jira: JiraSandbox, pd: PagerDutySandbox
 ) -> tuple[Settings, Alert]:
     """An incident that needs no approval, reported to all three sandboxes."""
-    rb_dir, policy = write_config(tmp, [restart_runbook(approval_required=False)], required_for=[])
+    rb_dir, policy = write_config(
+        tmp, [restart_runbook(approval_required=False)], required_for=[], allow=[target.url]
+    )
     return _settings(tmp, rb_dir, policy, slack, jira, pd), _alert(target, pd)
 
 
@@ -97,13 +99,13 @@ async def test_one_incident_reaches_every_channel_once_and_ends_with_the_summary
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)  # every library's most talkative level: still no secret
-    rb_dir, policy = write_config(tmp_path, [restart_runbook()])
+    rb_dir, policy = write_config(tmp_path, [restart_runbook()], allow=[target.url])
     settings = _settings(tmp_path, rb_dir, policy, slack_sandbox, jira_sandbox, pagerduty_sandbox)
     alert = _alert(target, pagerduty_sandbox)
     async with worker_for(ts_env.client, settings):
         handle = await start(ts_env.client, settings, alert)
         await wait_for_stage(handle, "awaiting_approval")
-        await handle.signal("approve", {"by": "alice", "reason": "pool is wedged"})
+        await handle.signal("approve", {"step": "restart-pool", "by": "alice", "reason": "pool is wedged"})
         result = await handle.result()
         history = await handle.fetch_history()
 
@@ -233,6 +235,7 @@ async def test_unfixable_incident_is_reassigned_upstream_as_the_policy_says(
             [restart_runbook(approval_required=False)],
             required_for=[],
             policy_extra={"escalation": {"pagerduty": {"assign_to": ["PSRELD1"]}}},
+            allow=[service.url],
         )
         settings = _settings(tmp_path, rb_dir, policy, slack_sandbox, jira_sandbox, pagerduty_sandbox)
         alert = _alert(service, pagerduty_sandbox)

@@ -225,7 +225,8 @@ def test_policy_typo_reports_line_and_column() -> None:
     with pytest.raises(ProblemsError) as caught:
         load_policy(path)
     assert str(caught.value).splitlines() == [
-        f"{path}:5:3: unknown key 'requred_for' (allowed: approvers, required_for, timeout)",
+        f"{path}:5:3: unknown key 'requred_for' "
+        "(allowed: approvers, quorum, require_verified, required_for, timeout)",
         f"{path}:6:12: approval.timeout: invalid duration '10 minutes': use forms like 45s, 30m, 1h30m",
     ]
 
@@ -290,7 +291,8 @@ def test_cli_policy_problems_in_argument_order(capsys: pytest.CaptureFixture[str
     wrong = str(INVALID / "wrong-type.yaml")
     assert validate_command([policy, wrong, "missing.yaml"]) == 1
     assert capsys.readouterr().out.splitlines() == [
-        f"{policy}:5:3: unknown key 'requred_for' (allowed: approvers, required_for, timeout)",
+        f"{policy}:5:3: unknown key 'requred_for' "
+        "(allowed: approvers, quorum, require_verified, required_for, timeout)",
         f"{policy}:6:12: approval.timeout: invalid duration '10 minutes': use forms like 45s, 30m, 1h30m",
         f"{wrong}:15:16: limits.max_actions: expected an integer, got 'three'",
         "missing.yaml:1:1: no such file or directory",

@@ -2,7 +2,8 @@
 
 `remedium up` runs for real (dev server, UI, worker, ingress); a signed PagerDuty webhook opens
 the incident; headless Chromium then does what a person at the keyboard does: list, open, read the
-current details, More Actions → Send a Signal → `approve` with `{"by": "ui-operator"}`, Submit.
+current details, More Actions → Send a Signal → `approve` with
+`{"step": "flush-cache", "by": "ui-operator"}`, Submit.
 The remediation must then really happen, once.
 """
 
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 # Where to keep the screenshots for a human to look at (unset: only in the test's tmp dir).
 ARTIFACTS = os.environ.get("REMEDIUM_TEST_ARTIFACTS")
 NAMESPACE = "default"
-APPROVAL = {"by": "ui-operator"}
+APPROVAL = {"step": "flush-cache", "by": "ui-operator"}
 
 
 async def _reload_until_visible(

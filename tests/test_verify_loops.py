@@ -88,7 +88,7 @@ async def _run(
     env: WorkflowEnvironment, tmp: Path, service: ScriptedService, worse_if: list[str] | None = None
 ) -> tuple[IncidentResult, list[AuditEntry]]:
     runbook = restart_runbook(approval_required=False, every="30s", within="2m", worse_if=worse_if)
-    rb_dir, policy = write_config(tmp, [runbook], required_for=[])
+    rb_dir, policy = write_config(tmp, [runbook], required_for=[], allow=[service.url])
     settings = settings_for(tmp, rb_dir, policy)
     alert = Alert(
         source="manual",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import pytest
 from temporalio import workflow
@@ -15,6 +16,7 @@ from temporalio.exceptions import ApplicationError
 
 from remedium.models import (
     Alert,
+    Channel,
     DecideRequest,
     DryRun,
     Fact,
@@ -22,7 +24,7 @@ from remedium.models import (
     Policy,
     Stage,
 )
-from workflows.approvals import ApprovalGate
+from workflows.approvals import ApprovalGate, Claim
 from workflows.freeze import FREEZE_WORKFLOW_ID, FreezeWorkflow
 from workflows.incident import IncidentWorkflow
 from workflows.journal import Journal, _bounded
@@ -40,7 +42,8 @@ def test_workflow_names_are_the_recorded_ones() -> None:
     assert set(incident.updates) == {"decide"}
     assert set(incident.queries) == {"audit", "status"}
     assert incident.signals["approve"].description == (
-        'Approve the pending step. Data: {"by": "<your name>", "step": "<optional>", "reason": "..."}'
+        "Approve the pending step. "
+        'Data: {"step": "<the pending step>", "by": "<your name>", "request": <its number>, "reason": "..."}'
     )
     freeze = workflow._Definition.must_from_class(FreezeWorkflow)
     assert (freeze.name, set(freeze.updates), set(freeze.queries)) == (
@@ -64,8 +67,14 @@ def test_retry_policies_never_retry_bad_params_or_templates() -> None:
 
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """`workflow.now()` outside a workflow: the helpers only read it, so a fixed time will do."""
+    """`workflow.now()` outside a workflow: the helpers only read it, so a fixed time will do.
+
+    `workflow.patched` answers as in a new run (the step is required) and `workflow.info` names
+    the incident, so the gate's rules run here exactly as in a live workflow.
+    """
     monkeypatch.setattr(workflow, "now", lambda: NOW)
+    monkeypatch.setattr(workflow, "patched", lambda patch_id: True)
+    monkeypatch.setattr(workflow, "info", lambda: SimpleNamespace(workflow_id="incident-manual-t-1"))
     yield
 
 
@@ -85,32 +94,58 @@ def _pending(gate: ApprovalGate, step: str = "restart-pool") -> None:
         requested_at=NOW,
         deadline=NOW + timedelta(minutes=30),
         approvers=["alice"],
+        request=1,
     )
 
 
+def _claim(
+    step: str | None, by: str | None, channel: Channel = "signal", request: int | None = None
+) -> Claim:
+    return Claim("approve", by, step, "", channel, request=request)
+
+
+@pytest.mark.usefixtures("clock")
 def test_refusals_say_what_is_wrong() -> None:
     gate, _ = _gate(["alice"], stage="acting")
-    assert gate.refusal(None, None) == 'an approval must say who decides: set "by" to your user name'
-    assert gate.refusal("restart-pool", "alice") == (
+    assert gate.refusal(_claim(None, None)) == 'an approval must say who decides: set "by" to your user name'
+    assert gate.refusal(_claim("restart-pool", "alice")) == (
         "no approval is pending (stage acting); step 'restart-pool' is not waiting"
     )
     _pending(gate)
-    assert gate.refusal("other", "alice") == (
+    assert gate.refusal(_claim("other", "alice")) == (
         "step 'other' is not the pending step (pending: 'restart-pool')"
     )
-    assert gate.refusal(None, "mallory") == "'mallory' may not approve: the policy allows alice"
-    assert gate.refusal(None, "alice") is None
-    assert gate.resolve_step(None) == "restart-pool"
+    assert gate.refusal(_claim(None, "mallory")) == "'mallory' may not approve: the policy allows alice"
+    assert gate.refusal(_claim(None, "alice")) == (
+        'it names no step; the pending step is "restart-pool": send {"step": "restart-pool", "by": "alice"}'
+    )
+    assert gate.refusal(_claim(None, "alice", channel="update")) == (
+        'it names no step; the pending step is "restart-pool": '
+        "remedium approve incident-manual-t-1 --step restart-pool --as alice"
+    )
+    assert gate.refusal(_claim("restart-pool", "alice", request=2)) == (
+        "approval request 2 is closed; the pending one is request 1 (step 'restart-pool')"
+    )
+    assert gate.refusal(_claim("restart-pool", "alice")) is None
+    assert gate.refusal(_claim("restart-pool", "alice", request=1)) is None
 
 
-def test_refused_update_is_an_approval_refused_error() -> None:
-    gate, _ = _gate(["alice"])
+@pytest.mark.usefixtures("clock")
+def test_refused_update_is_audited_then_an_approval_refused_error() -> None:
+    gate, journal = _gate(["alice"])
     _pending(gate)
     with pytest.raises(ApplicationError) as refused:
-        gate.validate(DecideRequest(decision="approve", by="mallory"))
+        gate.decide(DecideRequest(decision="approve", by="mallory", step="restart-pool"))
     assert refused.value.type == "ApprovalRefused"
     assert refused.value.non_retryable
     assert gate.verdict is None
+    entry = journal.entries[-1]
+    assert (entry.kind, entry.actor, entry.message) == (
+        "approval_refused",
+        "mallory",
+        "approve by mallory via update refused: 'mallory' may not approve: the policy allows alice",
+    )
+    assert entry.data["channel"] == "update"
 
 
 @pytest.mark.usefixtures("clock")
@@ -120,12 +155,21 @@ def test_bad_signals_are_recorded_and_change_nothing() -> None:
     gate.on_signal(None, approved=True)
     gate.on_signal({"by": 42}, approved=True)
     gate.on_signal({"by": "mallory"}, approved=False)
-    assert [e.kind for e in journal.entries] == ["approval_ignored"] * 3
-    assert journal.entries[0].message == 'approve signal with no data ignored: send {"by": "<your name>"}'
+    gate.on_signal({"by": "alice"}, approved=True)
+    assert [e.kind for e in journal.entries] == ["approval_refused"] * 4
+    assert journal.entries[0].message == (
+        "approve signal from nobody ignored: it has no data: "
+        'send {"step": "restart-pool", "by": "<your name>"}'
+    )
     assert journal.entries[2].message == (
         "reject signal from mallory ignored: 'mallory' may not approve: the policy allows alice"
     )
     assert journal.entries[2].actor == "mallory"
+    assert journal.entries[3].message == (
+        'approve signal from alice ignored: it names no step; the pending step is "restart-pool": '
+        'send {"step": "restart-pool", "by": "alice"}'
+    )
+    assert all(e.data["channel"] == "signal" for e in journal.entries)
     assert gate.verdict is None and gate.approvals == []
 
 
@@ -133,14 +177,14 @@ def test_bad_signals_are_recorded_and_change_nothing() -> None:
 def test_an_accepted_decision_is_the_verdict_and_on_record() -> None:
     gate, journal = _gate(["alice"])
     _pending(gate)
-    answer = gate.decide(DecideRequest(decision="reject", by="alice", reason="not now"))
+    answer = gate.decide(DecideRequest(decision="reject", by="alice", step="restart-pool", reason="not now"))
     assert answer == "step restart-pool rejected by alice"
     assert gate.verdict is not None and not gate.verdict.approved and gate.verdict.via == "update"
     assert gate.approvals == [gate.verdict]
     entry = journal.entries[-1]
     assert (entry.kind, entry.message, entry.step, entry.actor, entry.at) == (
         "rejected",
-        "step restart-pool rejected by alice via update: not now",
+        "step restart-pool rejected by alice via update, self-declared: not now",
         "restart-pool",
         "alice",
         NOW,

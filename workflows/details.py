@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 
-from remedium.models import Approval, IncidentStatus
+from temporalio.common import SearchAttributeUpdate
+
+from remedium.models import Alert, Approval, IncidentStatus, Stage
 from remedium.models.common import utc_text
+from remedium.names import SA_SERVICE, SA_SEVERITY, SA_STAGE
 
 
 def current_details(status: IncidentStatus) -> str:
@@ -20,12 +23,27 @@ def current_details(status: IncidentStatus) -> str:
     ]
     pending = status.pending_approval
     if pending is not None:
-        body = json.dumps({"step": pending.step, "by": "<your name>", "reason": "<why>"})
+        body = json.dumps(
+            {"step": pending.step, "request": pending.request, "by": "<your name>", "reason": "<why>"}
+        )
         lines += [
             "",
             f"#### Waiting for approval of step `{pending.step}` ({pending.action}, risk {pending.risk})",
             f"Deadline: {utc_text(pending.deadline)} (then escalates). "
             f"Approvers: {', '.join(pending.approvers)}",
+        ]
+        if pending.quorum > 1:
+            so_far = f" ({', '.join(pending.approved_by)})" if pending.approved_by else ""
+            lines.append(
+                f"Approvals: {len(pending.approved_by)} of {pending.quorum} approvals{so_far}; "
+                f"{pending.quorum} distinct approvers needed."
+            )
+        if pending.verified_only:
+            lines.append(
+                f"Risk {pending.risk} needs a verified approval: only the Slack button, clicked by an "
+                "approver the policy maps to a Slack user id, counts; UI and CLI approvals are refused."
+            )
+        lines += [
             "",
             f"Dry run on `{pending.dry_run.target}`: {pending.dry_run.summary}",
             "```diff",
@@ -35,12 +53,14 @@ def current_details(status: IncidentStatus) -> str:
             f"`{body}`",
             f"or `remedium approve {status.workflow_id} --step {pending.step} --as <you>`.",
         ]
-    decided = {a.step: a for a in status.approvals}
+    decided: dict[str, list[Approval]] = {}
+    for approval in status.approvals:
+        decided.setdefault(approval.step, []).append(approval)
     if status.actions:
         lines += ["", "#### Actions taken"]
         for a in status.actions:
-            lines.append(f"- `{a.step_id}` {a.action}: {a.summary}{_approval(decided.get(a.step_id))}")
-    rejected = [a for a in decided.values() if not a.approved]
+            lines.append(f"- `{a.step_id}` {a.action}: {a.summary}{_approval(decided.get(a.step_id, []))}")
+    rejected = [a for step in decided.values() for a in step if not a.approved]
     if rejected:
         lines += ["", "#### Rejected"]
         lines += [f"- `{a.step}` by {a.by}" + (f": {a.reason}" if a.reason else "") for a in rejected]
@@ -51,7 +71,20 @@ def current_details(status: IncidentStatus) -> str:
     return "\n".join(lines)
 
 
-def _approval(approval: Approval | None) -> str:
-    if approval is None or not approval.approved:
+def _approval(approvals: list[Approval]) -> str:
+    """Who approved a step that ran (several when the policy asks for a quorum)."""
+    approved = [a for a in approvals if a.approved]
+    if not approved or any(not a.approved for a in approvals):
         return ""
-    return f" — approved by {approval.by}" + (f" ({approval.reason})" if approval.reason else "")
+    return " — approved by " + ", ".join(a.by + (f" ({a.reason})" if a.reason else "") for a in approved)
+
+
+def stage_attributes(stage: Stage, alert: Alert) -> list[SearchAttributeUpdate[str]]:
+    """The stage is searchable; the first one also carries the alert's service and severity."""
+    pairs = [SA_STAGE.value_set(stage)]
+    if stage == "triggered":
+        if alert.service:
+            pairs.append(SA_SERVICE.value_set(alert.service))
+        if alert.severity:
+            pairs.append(SA_SEVERITY.value_set(alert.severity))
+    return pairs

@@ -2,7 +2,7 @@
 
 Every side effect is an activity named after the registered action or diagnostic, so
 new integrations plug in without touching this file. Approvals arrive as the `approve`
-/ `reject` signals (what the Temporal UI and Slack send) or the validated `decide` update;
+/ `reject` signals (what the Temporal UI sends) or the `decide` update (CLI, Slack clicks);
 the ApprovalGate keeps their state and rules, the Journal says what happened. This file
 keeps what makes history: the order of activities, timers, waits and search attributes.
 """
@@ -14,7 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, RetryState
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from remedium.models import (
@@ -57,9 +57,6 @@ with workflow.unsafe.imports_passed_through():
         REJECT_SIGNAL,
         REPORT_ACTIVITY,
         SA_RUNBOOK,
-        SA_SERVICE,
-        SA_SEVERITY,
-        SA_STAGE,
         STATUS_QUERY,
         VERIFY_ACTIVITY,
         WORKFLOW_TYPE,
@@ -67,7 +64,7 @@ with workflow.unsafe.imports_passed_through():
         diagnostic_activity,
     )
     from workflows.approvals import APPROVE_HELP, DECIDE_HELP, REJECT_HELP, ApprovalGate
-    from workflows.details import current_details
+    from workflows.details import current_details, stage_attributes
     from workflows.guardrails import Guardrails
     from workflows.journal import Journal
     from workflows.retries import (
@@ -77,6 +74,7 @@ with workflow.unsafe.imports_passed_through():
         ENGINE_RETRY,
         ENGINE_TIMEOUT,
         Abort,
+        diagnostic_failure,
         failure_message,
     )
 
@@ -214,9 +212,9 @@ class IncidentWorkflow:
                 retry_policy=DIAGNOSTIC_RETRY,
             )
         except ActivityError as err:
-            error = failure_message(err)
-            if err.retry_state == RetryState.TIMEOUT:
-                error = f"timed out: no answer within its {spec.timeout} timeout (last: {error})"
+            error, refused = diagnostic_failure(err, spec.timeout)
+            if refused:
+                self._journal.diagnostic_refused(spec.id, spec.kind, error)  # audit only: no command
             return Fact(id=spec.id, kind=spec.kind, ok=False, error=error)
         return fact
 
@@ -433,10 +431,12 @@ class IncidentWorkflow:
     @workflow.signal(name=APPROVE_SIGNAL, description=APPROVE_HELP)
     def approve(self, payload: Any = None) -> None:
         self._gate.on_signal(payload, approved=True)
+        self._update_details()
 
     @workflow.signal(name=REJECT_SIGNAL, description=REJECT_HELP)
     def reject(self, payload: Any = None) -> None:
         self._gate.on_signal(payload, approved=False)
+        self._update_details()
 
     @workflow.signal(
         name=EXTERNAL_UPDATE_SIGNAL,
@@ -449,12 +449,17 @@ class IncidentWorkflow:
             self._update_details()
 
     @workflow.update(name=DECIDE_UPDATE, description=DECIDE_HELP)
-    def decide(self, request: DecideRequest) -> str:
-        return self._gate.decide(request)
+    async def decide(self, request: DecideRequest) -> str:
+        """No validator: a refusal must be audited, so the gate records it, then raises it.
 
-    @decide.validator
-    def _validate_decide(self, request: DecideRequest) -> None:
-        self._gate.validate(request)
+        A Slack click is verified by the worker first (the signed raw request it carries):
+        anyone with Temporal access can send this update, whatever user it names.
+        """
+        verified = await self._gate.verify_slack(request)
+        try:
+            return self._gate.decide(request, verified)
+        finally:
+            self._update_details()
 
     @workflow.query(
         name=STATUS_QUERY, description="Stage, pending approval (with its dry run), facts, actions."
@@ -485,13 +490,7 @@ class IncidentWorkflow:
     def _set_stage(self, stage: Stage) -> None:
         """The stage is searchable (and the first one carries service and severity)."""
         self._stage = stage
-        pairs = [SA_STAGE.value_set(stage)]
-        if stage == "triggered":
-            if self._alert.service:
-                pairs.append(SA_SERVICE.value_set(self._alert.service))
-            if self._alert.severity:
-                pairs.append(SA_SEVERITY.value_set(self._alert.severity))
-        workflow.upsert_search_attributes(pairs)
+        workflow.upsert_search_attributes(stage_attributes(stage, self._alert))
         self._update_details()
 
     def _update_details(self) -> None:

@@ -34,7 +34,7 @@ with workflow.unsafe.imports_passed_through():
         Stage,
         VerifyVerdict,
     )
-    from remedium.summary import fact_brief
+    from remedium.summary import fact_brief, redact
     from workflows.outbox import Outbox
 
 # An incident ends only after its reports went out, or after this long trying.
@@ -94,7 +94,7 @@ class Journal:
                 + (f"-{fields['step']}" if fields.get("step") else ""),
                 kind=kind,
                 stage=self._stage(),
-                alert=self._alert,
+                alert=self._alert.brief(),
                 title=title,
                 markdown=markdown,
                 ui_url=ui if self._ui_url else "",
@@ -138,6 +138,14 @@ class Journal:
         self.record(
             "triggered", f"alert from {alert.source}: {alert.title}", data=alert.model_dump(mode="json")
         )
+        # Workflow state only, no command: no patch needed, and no history recorded before
+        # `Alert.truncated` existed has anything in it, so replay takes the same path.
+        if alert.truncated:
+            self.record(
+                "alert_truncated",
+                "the alert was cut to fit the input limits: " + "; ".join(alert.truncated),
+                data={"truncated": list(alert.truncated)},
+            )
 
     def opening_note(self, prepared: PrepareResult) -> str:
         names = ", ".join(rb.name for rb in prepared.candidates) or "none"
@@ -170,11 +178,22 @@ class Journal:
 
     def fact(self, fact: Fact) -> None:
         """A failed diagnostic is recorded like any other: the decision saw it too."""
-        shown = fact_brief(fact.value) if fact.ok else f"failed: {fact.error}"
+        shown = fact_brief(fact.value) if fact.ok else redact(f"failed: {fact.error}")
         self.record(
             "diagnostic",
             f"{fact.id} ({fact.kind}): {shown}",
-            data={"query": fact.query, "ok": fact.ok, "value": _bounded(fact.value), "error": fact.error},
+            data={
+                "query": fact.query,
+                "ok": fact.ok,
+                "value": _bounded(fact.value),
+                "error": redact(fact.error),
+            },
+        )
+
+    def diagnostic_refused(self, spec_id: str, kind: str, why: str) -> None:
+        """A diagnostic the policy would not let out (http.allow): a guardrail refusal on record."""
+        self.record(
+            "guard_refused", f"diagnostic {spec_id} ({kind}) not run: {why}", data={"diagnostic": spec_id}
         )
 
     def decided(self, decision: RunbookDecision, facts: dict[str, Fact]) -> None:
@@ -191,7 +210,7 @@ class Journal:
     def facts_markdown(self, facts: dict[str, Fact]) -> str:
         lines = []
         for fact in facts.values():
-            shown = fact_brief(fact.value) if fact.ok else f"FAILED: {fact.error}"
+            shown = fact_brief(fact.value) if fact.ok else redact(f"FAILED: {fact.error}")
             lines.append(f"- `{fact.id}` ({fact.kind}): {shown}")
         return "\n".join(lines)
 
@@ -299,7 +318,8 @@ class Journal:
 
 
 def _bounded(value: Any, limit: int = 4000) -> Any:
-    """Keep audit entries small: large values are cut, with a note saying so."""
+    """Keep audit entries small and free of secrets: large values are cut, with a note saying so."""
+    value = redact(value)
     text = repr(value)
     if len(text) <= limit:
         return value

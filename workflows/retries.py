@@ -11,7 +11,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError, RetryState
 
 with workflow.unsafe.imports_passed_through():
     from remedium.errors import ErrorType, RemediumError
@@ -54,3 +54,13 @@ class Abort(RemediumError):
         super().__init__(reason)
         self.reason = reason
         self.outcome: Outcome = outcome
+
+
+def diagnostic_failure(err: ActivityError, timeout: timedelta) -> tuple[str, bool]:
+    """What a failed diagnostic's fact says, and whether the policy refused it (not a failure)."""
+    if isinstance(err.cause, ApplicationError) and err.cause.type == ErrorType.GUARD_REFUSED:
+        return err.cause.message, True  # the policy's own words, without the type name
+    error = failure_message(err)
+    if err.retry_state == RetryState.TIMEOUT:
+        error = f"timed out: no answer within its {timeout} timeout (last: {error})"
+    return error, False

@@ -1,7 +1,9 @@
 """`remedium approve` / `reject`: the decision the UI signal and the Slack button give.
 
-It goes through the workflow's validated `decide` update (remedium.incidents.decide), so a
-refusal is reported here at once, with the workflow's own reason, and audited there.
+It goes through the workflow's `decide` update (remedium.incidents.decide), so a refusal is
+reported here at once, with the workflow's own reason, and is in the incident's audit trail.
+The name given with `--as` is self-declared (nothing proves it), and the audit says so; a
+policy that requires a verified channel for a risk level refuses it for such steps.
 """
 
 from __future__ import annotations
@@ -14,14 +16,20 @@ from remedium.models import DecideRequest
 from remedium.settings import Settings
 
 
-async def decide_command(workflow_id: str, verb: str, step: str | None, by: str, reason: str) -> int:
+async def decide_command(
+    workflow_id: str, verb: str, step: str | None, by: str, reason: str, request: int | None = None
+) -> int:
     """Print the incident's answer; exit 1 with one sentence when it refuses or is gone."""
     client = await connect(Settings.load())
-    request = DecideRequest(
-        decision="approve" if verb == "approve" else "reject", by=by, step=step, reason=reason
+    decision = DecideRequest(
+        decision="approve" if verb == "approve" else "reject",
+        by=by,
+        step=step,
+        reason=reason,
+        request=request,
     )
     try:
-        message = await decide(client, workflow_id, request)
+        message = await decide(client, workflow_id, decision)
     except DecisionRefused as exc:
         raise CommandError(f"{verb} refused: {exc}") from None
     except IncidentNotRunning:

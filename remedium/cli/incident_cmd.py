@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from remedium.cli.common import CommandError, connect, print_json, print_table
+from remedium.cli.common import CommandError, connect, line, print_json, print_table
 from remedium.incidents import (
     IncidentDetails,
     IncidentNotFound,
@@ -76,7 +76,7 @@ def _as_json(details: IncidentDetails) -> dict[str, Any]:
 
 def _print_details(details: IncidentDetails) -> None:
     status, running = details.status, details.running
-    print(f"{status.workflow_id}: {status.alert.title}")
+    print(f"{status.workflow_id}: {line(status.alert.title)}")  # alert text: one line, no controls
     print(
         f"  stage {status.stage}{' (running)' if running else ''}"
         f"{', outcome ' + status.outcome if status.outcome else ''}, runbook {status.runbook or '-'}"
@@ -84,17 +84,17 @@ def _print_details(details: IncidentDetails) -> None:
     if status.pending_approval:
         p = status.pending_approval
         print(f"  PENDING APPROVAL: step {p.step} ({p.action}) until {p.deadline.isoformat()}")
-        print(f"    dry run: {p.dry_run.summary}")
+        print(f"    dry run: {line(p.dry_run.summary)}")
         print(f"    remedium approve {status.workflow_id} --step {p.step} --as <you>")
     if status.report:
-        print(f"  report: {status.report.summary}")
+        print(f"  report: {line(status.report.summary)}")
     if status.escalation:
-        print(f"  escalated: {status.escalation.message}")
+        print(f"  escalated: {line(status.escalation.message)}")
     print("  audit:")
     for entry in details.audit:
-        who = f" [{entry.actor}]" if entry.actor != "remedium" else ""
+        who = f" [{line(entry.actor)}]" if entry.actor != "remedium" else ""
         when = entry.at.isoformat(timespec="seconds")
-        print(f"    {when} {entry.stage:<17} {entry.kind:<18}{who} {entry.message}")
+        print(f"    {when} {entry.stage:<17} {entry.kind:<18}{who} {line(entry.message)}")
     if status.report and not running:
         print()
         print(status.report.markdown)

@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from remedium.cli.common import USAGE_ERROR, CommandError
+from remedium.cli.common import USAGE_ERROR, CommandError, safe_terminal
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -64,9 +64,15 @@ def _parser() -> argparse.ArgumentParser:
     for verb in ("approve", "reject"):
         p = sub.add_parser(verb, help=f"{verb} the pending step of an incident")
         p.add_argument("id", metavar="ID")
-        p.add_argument("--step")
+        p.add_argument("--step", help="the pending step (required: a decision without it is refused)")
         p.add_argument("--as", dest="by", required=True, metavar="USER")
         p.add_argument("--reason", default="")
+        p.add_argument(
+            "--request", type=int, default=None, metavar="N", help="the approval request's number, to bind to"
+        )
+
+    approvals = sub.add_parser("approvals", help="every pending approval across incidents")
+    approvals.add_argument("--json", action="store_true")
 
     freeze = sub.add_parser("freeze", help="global kill switch: no state-changing action starts")
     freeze.add_argument("--reason", required=True)
@@ -85,14 +91,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        return _dispatch(args)
-    except KeyboardInterrupt:
-        return 130
-    except CommandError as exc:
-        print(f"remedium: {exc}", file=sys.stderr)
-        return exc.code
+    with safe_terminal():  # alert, audit and fact text cannot steer the terminal (nor the logs)
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        try:
+            return _dispatch(args)
+        except KeyboardInterrupt:
+            return 130
+        except CommandError as exc:
+            print(f"remedium: {exc}", file=sys.stderr)
+            return exc.code
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -121,7 +128,11 @@ def _dispatch(args: argparse.Namespace) -> int:
     if command in ("approve", "reject"):
         from remedium.cli.approve_cmd import decide_command
 
-        return asyncio.run(decide_command(args.id, command, args.step, args.by, args.reason))
+        return asyncio.run(decide_command(args.id, command, args.step, args.by, args.reason, args.request))
+    if command == "approvals":
+        from remedium.cli.approvals_cmd import approvals_command
+
+        return asyncio.run(approvals_command(args.json))
     if command in ("freeze", "unfreeze"):
         from remedium.cli.freeze_cmd import freeze_command
 

@@ -167,13 +167,24 @@ def restart_runbook(
     }
 
 
+def http_allow(*urls: str) -> dict[str, Any]:
+    """The policy section letting outbound HTTP reach these URLs (and what lies below them).
+
+    A policy without it refuses every `http` step, and loopback needs an entry naming it, so
+    each test or recording names the services it really means to reach.
+    """
+    return {"http": {"allow": list(urls)}}
+
+
 def write_config(
     tmp: Path,
     runbooks: list[dict[str, Any]],
     approvers: list[str] | None = None,
     required_for: list[str] | None = None,
     policy_extra: dict[str, Any] | None = None,
+    allow: list[str] | None = None,
 ) -> tuple[Path, Path]:
+    """Runbook files and a policy; `allow` are the URL prefixes outbound HTTP may reach."""
     rb_dir = tmp / "runbooks"
     rb_dir.mkdir(exist_ok=True)
     for rb in runbooks:
@@ -189,6 +200,7 @@ def write_config(
                     "required_for": required_for if required_for is not None else ["medium", "high"],
                     "timeout": "30m",
                 },
+                **(http_allow(*allow) if allow else {}),
                 **(policy_extra or {}),
             }
         )

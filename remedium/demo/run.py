@@ -27,6 +27,7 @@ from remedium.demo.webhook import triggered_delivery
 from remedium.errors import DemoError
 from remedium.models import AuditEntry, IncidentResult
 from remedium.settings import Settings
+from remedium.untrusted import one_line
 
 DEMO_TIMEOUT_S = 600.0
 
@@ -43,7 +44,8 @@ LINE_WIDTH = 160
 def _line(entry: AuditEntry) -> str:
     """One timeline line; long facts are cut (the full audit is in `remedium incident show`)."""
     who = f" [{entry.actor}]" if entry.actor != "remedium" else ""
-    line = f"  {entry.at.strftime('%H:%M:%S')}  {entry.stage:<17} {entry.kind:<17}{who} {entry.message}"
+    message = one_line(entry.message)  # alert text: one line, no terminal controls
+    line = f"  {entry.at.strftime('%H:%M:%S')}  {entry.stage:<17} {entry.kind:<17}{who} {message}"
     return line if len(line) <= LINE_WIDTH else line[: LINE_WIDTH - 1] + "…"
 
 

@@ -34,7 +34,8 @@ DEMO_POLICY = """\
 apiVersion: remedium/v1
 kind: Policy
 approval:
-  approvers: [demo-operator, alice, bob]
+  # Slack clicks count only from the mapped user ids; UI and CLI names are self-declared.
+  approvers: [demo-operator, {name: alice, slack: U0ALICE}, {name: bob, slack: U0BOB}]
   required_for: [high]
   timeout: 30m
 autonomy: auto
@@ -55,6 +56,10 @@ freeze:
   on_frozen: wait
   max_wait: 1h
   poll: 30s
+# The demo's scenarios act through Kubernetes only: no outbound HTTP is allowed. A service
+# reached by `http` steps needs its URL prefix here (loopback too: http://127.0.0.1:PORT/).
+http:
+  allow: []
 """
 
 

@@ -6,8 +6,10 @@ same `{"error": ...}` body whichever source sent it; `unavailable` is the same f
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
@@ -15,7 +17,8 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest
 from pydantic import SecretStr
 from temporalio.client import Client
 
-from remedium.errors import BodyTooLarge
+from remedium.errors import BodyTooLarge, MalformedInput
+from remedium.models.limits import MAX_JSON_DEPTH, depth_problem
 
 log = logging.getLogger("remedium.ingress")
 
@@ -66,6 +69,25 @@ async def read_bounded(request: Request, limit: int) -> bytes:
             raise BodyTooLarge
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def load_json(body: bytes, malformed: type[MalformedInput]) -> Any:
+    """The body as JSON, or `malformed` saying why not: too deep, not UTF-8, not JSON.
+
+    Depth is checked first, on the raw bytes: Python's parser recurses once per level and a
+    body nested a thousand deep would otherwise end in a RecursionError (a 500).
+    """
+    problem = depth_problem(body)
+    if problem is not None:
+        raise malformed(problem)
+    try:
+        return json.loads(body)
+    except UnicodeDecodeError:
+        raise malformed("body is not UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise malformed(f"body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:  # cannot happen below MAX_JSON_DEPTH; never a 500 if it does
+        raise malformed(f"JSON nested deeper than {MAX_JSON_DEPTH}") from None
 
 
 def error(status: int, message: str) -> JSONResponse:

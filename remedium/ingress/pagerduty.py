@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -20,8 +19,25 @@ from pydantic import ValidationError
 
 from remedium.errors import BodyTooLarge, MalformedInput
 from remedium.incidents import signal_external_update, start_incident
-from remedium.ingress.common import ClientProvider, IngressMetrics, read_bounded, refuse, unavailable
+from remedium.ingress.common import (
+    ClientProvider,
+    IngressMetrics,
+    load_json,
+    read_bounded,
+    refuse,
+    unavailable,
+)
 from remedium.models import Alert, ExternalUpdate
+from remedium.models.limits import (
+    PAGERDUTY_ID,
+    PAGERDUTY_ID_RULE,
+    SERVICE_MAX_CHARS,
+    SEVERITY_MAX_CHARS,
+    bound_alert,
+    bound_update,
+    id_problem,
+    keyword_problem,
+)
 from remedium.names import incident_workflow_id
 from remedium.settings import Settings
 
@@ -90,45 +106,68 @@ def _summary(data: dict[str, Any], key: str) -> str:
     return ""
 
 
+def _keyword(value: str, where: str, max_chars: int, attribute: str) -> str:
+    """A value that becomes a search attribute: refused (400 naming it) when it cannot be one."""
+    problem = keyword_problem(value, max_chars, attribute)
+    if problem is not None:
+        raise MalformedEvent(f"event.{where}: {problem}")
+    return value
+
+
+def _severity(data: dict[str, Any]) -> str:
+    if priority := _summary(data, "priority"):
+        return _keyword(priority, "data.priority.summary", SEVERITY_MAX_CHARS, "IncidentSeverity")
+    return _keyword(str(data.get("urgency") or ""), "data.urgency", SEVERITY_MAX_CHARS, "IncidentSeverity")
+
+
 def _alert(data: dict[str, Any], incident_id: str) -> Alert:
+    """The incident as an Alert within the input limits: long text cut with a marker, never refused."""
     labels = {"urgency": str(data.get("urgency") or "")}
     for key in ("incident_key", "status"):
         if isinstance(data.get(key), str):
             labels[key] = data[key]
     if isinstance(data.get("number"), int):
         labels["number"] = str(data["number"])
-    service = data.get("service")
-    if isinstance(service, dict) and isinstance(service.get("id"), str):
-        labels["service_id"] = service["id"]
+    service_ref = data.get("service")
+    if isinstance(service_ref, dict) and isinstance(service_ref.get("id"), str):
+        labels["service_id"] = service_ref["id"]
     started_at = None
     if isinstance(data.get("created_at"), str):
         try:
             started_at = datetime.fromisoformat(data["created_at"].replace("Z", "+00:00"))
         except ValueError:
             raise MalformedEvent("event.data.created_at is not an ISO 8601 time") from None
+    service = _keyword(
+        _summary(data, "service"), "data.service.summary", SERVICE_MAX_CHARS, "IncidentService"
+    )
+    severity = _severity(data)
     try:
-        return Alert(
+        alert = Alert(
             source=SOURCE,
             id=incident_id,
             title=str(data.get("title") or ""),
-            service=_summary(data, "service"),
-            severity=_summary(data, "priority") or str(data.get("urgency") or ""),
+            service=service,
+            severity=severity,
             labels={k: v for k, v in labels.items() if v},
             url=data.get("html_url") if isinstance(data.get("html_url"), str) else None,
             started_at=started_at,
         )
     except ValidationError as exc:
         raise MalformedEvent(f"incident is not usable: {exc.errors(include_url=False)[0]['msg']}") from None
+    return bound_alert(alert)
+
+
+def _incident_id(event: dict[str, Any], path: str) -> str:
+    """The incident id, refused unless it is one: it becomes a workflow id and a REST API path."""
+    incident_id = str(_field(event, path, str))
+    if id_problem(incident_id, PAGERDUTY_ID, PAGERDUTY_ID_RULE) is not None:
+        raise MalformedEvent(f"event.{path}: {PAGERDUTY_ID_RULE}")
+    return incident_id
 
 
 def parse_event(body: bytes) -> PagerDutyEvent:
     """Parse one V3 envelope; unknown event types parse fine and carry neither alert nor update."""
-    try:
-        document = json.loads(body)
-    except UnicodeDecodeError:
-        raise MalformedEvent("body is not UTF-8") from None
-    except json.JSONDecodeError as exc:
-        raise MalformedEvent(f"body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    document = load_json(body, MalformedEvent)
     if not isinstance(document, dict) or not isinstance(document.get("event"), dict):
         raise MalformedEvent('body must be a JSON object with an "event" object')
     event = document["event"]
@@ -138,11 +177,9 @@ def parse_event(body: bytes) -> PagerDutyEvent:
         return PagerDutyEvent(event_id, event_type, None)
     data = _field(event, "data", dict)
     if data.get("type") == "incident_note":  # annotated: the incident is a reference inside the note
-        incident_id = _field(event, "data.incident.id", str)
+        incident_id = _incident_id(event, "data.incident.id")
     else:
-        incident_id = _field(event, "data.id", str)
-    if not incident_id:
-        raise MalformedEvent("event.data.id is empty")
+        incident_id = _incident_id(event, "data.id")
     if event_type == "incident.triggered":
         return PagerDutyEvent(event_id, event_type, incident_id, alert=_alert(data, incident_id))
     lifecycle = LIFECYCLE.get(event_type)
@@ -155,7 +192,7 @@ def parse_event(body: bytes) -> PagerDutyEvent:
         note = str(data.get("content") or "")
     elif lifecycle == "resolved" and isinstance(data.get("resolve_reason"), str):
         note = data["resolve_reason"]
-    update = ExternalUpdate(event=lifecycle, by=by, note=note[:2000], source=SOURCE)
+    update = bound_update(ExternalUpdate(event=lifecycle, by=by, note=note, source=SOURCE))
     return PagerDutyEvent(event_id, event_type, incident_id, update=update)
 
 

@@ -1,9 +1,13 @@
-"""Slack approve/reject buttons (block_actions) turned into the incident's validated `decide` update.
+"""Slack approve/reject buttons (block_actions) turned into the incident's `decide` update.
 
 Slack wants HTTP 200 within 3 seconds, so the request is verified, parsed and acknowledged at
-once and the decision is applied in the background; its result (or the validator's refusal)
+once and the decision is applied in the background; its result (or the workflow's refusal)
 goes back to the clicking user through the payload's `response_url`. The signature covers the
 raw body with a 5-minute timestamp window, checked before anything is parsed.
+
+The update carries the raw request (body, timestamp, signature), not just who clicked: the
+worker verifies it again and takes the user id from it, because the `decide` update can be
+sent by anyone with Temporal access, and a `slack_user` field alone would prove nothing.
 """
 
 from __future__ import annotations
@@ -13,133 +17,62 @@ import logging
 import re
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from slack_sdk.signature import Clock, SignatureVerifier
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 from temporalio.client import Client
 
-from remedium.errors import BodyTooLarge, MalformedInput
-from remedium.errors import Unauthorized as Unauthorized  # re-exported: raised by `verify`
+from remedium.errors import BodyTooLarge
 from remedium.incidents import DecisionRefused, IncidentNotRunning, decide
 from remedium.ingress.common import IngressMetrics, read_bounded, refuse
-from remedium.models import DecideRequest
+from remedium.models import DecideRequest, SlackInteraction
+from remedium.models.limits import depth_problem
 from remedium.settings import Settings
+from remedium.slack_interaction import (
+    APPROVE_ACTION,
+    REJECT_ACTION,
+    REPLAY_WINDOW_S,
+    ButtonValue,
+    Click,
+    MalformedInteraction,
+    Unauthorized,
+    parse_click,
+    verify,
+)
+
+# Re-exported: tests and callers reach the parser and the check through the ingress.
+__all__ = [
+    "APPROVE_ACTION",
+    "REJECT_ACTION",
+    "REPLAY_WINDOW_S",
+    "ButtonValue",
+    "Click",
+    "MalformedInteraction",
+    "SlackInteractions",
+    "Unauthorized",
+    "parse_click",
+    "router",
+    "verify",
+]
 
 log = logging.getLogger("remedium.ingress.slack")
 
-APPROVE_ACTION = "remedium_approve"
-REJECT_ACTION = "remedium_reject"
-REPLAY_WINDOW_S = 300
 DECIDE_TIMEOUT_S = 60.0
 _DEDUPE_KEEP = 4096
 SOURCE = "slack"
+_PARTIAL = re.compile(r"\((\d+) of (\d+) approvals\)")
 
 
-class MalformedInteraction(MalformedInput):
-    """Signed by Slack but not an interaction we can read; the message says what is wrong."""
-
-
-class _Lenient(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-
-class SlackUser(_Lenient):
-    id: str = Field(min_length=1)
-    username: str = ""
-    name: str = ""
-
-
-class SlackAction(_Lenient):
-    action_id: str
-    value: str = ""
-    action_ts: str = ""
-
-
-class InteractionPayload(_Lenient):
-    type: str
-    user: SlackUser | None = None
-    actions: list[SlackAction] = Field(default_factory=list)
-    response_url: str = ""
-
-
-class ButtonValue(_Lenient):
-    """What the Slack reporter puts in each button's `value`."""
-
-    workflow_id: str = Field(pattern=r"^incident-[A-Za-z0-9._:@-]+$", max_length=300)
-    step: str | None = None
-
-
-@dataclass(frozen=True)
-class Click:
-    decision: Literal["approve", "reject"]
-    workflow_id: str
-    step: str | None
-    by: str
-    response_url: str
-    key: tuple[str, ...]
-
-
-def verify(verifier: SignatureVerifier, body: bytes, headers: Mapping[str, str]) -> None:
-    """Raise Unauthorized unless the body carries a current, matching Slack signature."""
-    timestamp = headers.get("x-slack-request-timestamp")
-    signature = headers.get("x-slack-signature")
-    if not timestamp or not signature:
-        raise Unauthorized("missing X-Slack-Signature or X-Slack-Request-Timestamp")
-    if not timestamp.isdigit():
-        raise Unauthorized("X-Slack-Request-Timestamp is not a Unix time")
-    if abs(verifier.clock.now() - int(timestamp)) > REPLAY_WINDOW_S:
-        raise Unauthorized("request timestamp is outside the 5-minute window (stale or replayed)")
-    try:
-        valid = verifier.is_valid(body, timestamp, signature)
-    except UnicodeDecodeError:
-        valid = False
-    if not valid:
-        raise Unauthorized("signature does not match")
-
-
-def parse_click(body: bytes) -> Click | None:
-    """The approve/reject click in a block_actions form body; None for any other interaction."""
-    try:
-        form = parse_qs(body.decode("utf-8"), keep_blank_values=True)
-    except UnicodeDecodeError:
-        raise MalformedInteraction("body is not UTF-8") from None
-    if not form.get("payload"):
-        raise MalformedInteraction('form field "payload" is missing')
-    try:
-        payload = InteractionPayload.model_validate_json(form["payload"][0])
-    except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        where = ".".join(str(part) for part in first["loc"]) or "payload"
-        raise MalformedInteraction(f"payload {where}: {first['msg']}") from None
-    if payload.type != "block_actions":
-        return None
-    ours = [a for a in payload.actions if a.action_id in (APPROVE_ACTION, REJECT_ACTION)]
-    if not ours:
-        return None
-    action = ours[0]
-    if payload.user is None:
-        raise MalformedInteraction("payload.user is missing")
-    try:
-        value = ButtonValue.model_validate_json(action.value)
-    except ValidationError as exc:
-        raise MalformedInteraction(
-            f'button value must be JSON {{"workflow_id": "incident-...", "step": ...}}: '
-            f"{exc.errors(include_url=False)[0]['msg']}"
-        ) from None
-    user = payload.user
-    return Click(
-        decision="approve" if action.action_id == APPROVE_ACTION else "reject",
-        workflow_id=value.workflow_id,
-        step=value.step,
-        by=user.username or user.name or user.id,
-        response_url=payload.response_url,
-        key=(action.action_ts, user.id, action.action_id, action.value),
+def interaction(body: bytes, headers: Mapping[str, str]) -> SlackInteraction:
+    """The click as received, for the worker to verify again (an empty signature proves nothing)."""
+    return SlackInteraction(
+        body=body.decode("utf-8", errors="replace"),
+        timestamp=headers.get("x-slack-request-timestamp", "")[:32],
+        signature=headers.get("x-slack-signature", "")[:128],
     )
 
 
@@ -169,14 +102,14 @@ class SlackInteractions:
         if self._verifier is not None:
             verify(self._verifier, body, headers)
 
-    def accept(self, click: Click) -> bool:
+    def accept(self, click: Click, raw: SlackInteraction) -> bool:
         """Schedule the decision; False (nothing scheduled) for a repeated click."""
         if click.key in self._seen:
             return False
         self._seen[click.key] = None
         while len(self._seen) > _DEDUPE_KEEP:
             self._seen.popitem(last=False)
-        task = asyncio.create_task(self._apply(click))
+        task = asyncio.create_task(self._apply(click, raw))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return True
@@ -186,13 +119,22 @@ class SlackInteractions:
         while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def _apply(self, click: Click) -> None:
-        request = DecideRequest(decision=click.decision, by=click.by, step=click.step, reason="via Slack")
+    async def _apply(self, click: Click, raw: SlackInteraction) -> None:
+        request = DecideRequest(
+            decision=click.decision, by=click.by, step=click.step, request=click.request, slack=raw
+        )
         try:
             async with asyncio.timeout(self._decide_timeout):
                 answer = await decide(await self._client(), click.workflow_id, request)
         except DecisionRefused as exc:
-            log.info("slack %s of %s by %s refused: %s", click.decision, click.workflow_id, click.by, exc)
+            log.info(
+                "slack %s of %s by %s (%s) refused: %s",
+                click.decision,
+                click.workflow_id,
+                click.by,
+                click.user_id,
+                exc,
+            )
             await self._reply(click, f"Not applied: {exc}", ephemeral=True)
         except IncidentNotRunning as exc:
             await self._reply(click, f"Not applied: {exc}", ephemeral=True)
@@ -213,10 +155,13 @@ class SlackInteractions:
             )
         else:
             verb = "Approved" if click.decision == "approve" else "Rejected"
-            # Without a step in the button the workflow decided the pending one; its answer names it.
             named = re.match(r"step (\S+) ", answer)
             step = click.step or (named.group(1) if named else "(pending)")
-            await self._reply(click, f"{verb} step {step} of {click.workflow_id}", ephemeral=False)
+            text = f"{verb} step {step} of {click.workflow_id}"
+            partial = _PARTIAL.search(answer)
+            if partial and int(partial.group(1)) < int(partial.group(2)):
+                text += f": {partial.group(1)} of {partial.group(2)} approvals so far, waiting for more"
+            await self._reply(click, text, ephemeral=False)
 
     async def _reply(self, click: Click, text: str, *, ephemeral: bool) -> None:
         if not click.response_url:
@@ -231,6 +176,21 @@ class SlackInteractions:
             return
         if response.status_code != 200:
             log.warning("slack response_url answered %d: %s", response.status_code, response.body)
+
+
+def check_body(body: bytes) -> None:
+    """What the signature cannot vouch for: a UTF-8 form whose `payload` JSON is not too deep.
+
+    Runs after the signature check: Slack signs the raw bytes, so a forgery is told only that
+    (401), while a signed body that cannot be read is told what is wrong with it (400).
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise MalformedInteraction("body is not UTF-8") from None
+    for payload in parse_qs(text, keep_blank_values=True).get("payload", [])[:1]:
+        if (problem := depth_problem(payload)) is not None:
+            raise MalformedInteraction(f"payload: {problem}")
 
 
 NOT_CONFIGURED = (
@@ -263,12 +223,13 @@ def router(settings: Settings, interactions: SlackInteractions, metrics: Ingress
         except Unauthorized as exc:
             return reject(401, "unauthorized", str(exc))
         try:
+            check_body(body)
             click = parse_click(body)
         except MalformedInteraction as exc:
             return reject(400, "malformed", str(exc))
         if click is None:
             metrics.delivered(SOURCE, "ignored")
-        elif interactions.accept(click):
+        elif interactions.accept(click, interaction(body, request.headers)):
             metrics.delivered(SOURCE, "accepted")
         else:
             metrics.delivered(SOURCE, "duplicate")

@@ -1,12 +1,13 @@
 """Domain models crossing Temporal boundaries (pydantic v2, via pydantic_data_converter)."""
 
-from remedium.models.alert import Alert, ExternalUpdate
+from remedium.models.alert import Alert, AlertBrief, ExternalUpdate
 from remedium.models.incident import (
     ActionRequest,
     ActionResult,
     Approval,
     ApprovalSignal,
     AuditEntry,
+    Channel,
     Checkpoint,
     DecideInput,
     DecideRequest,
@@ -26,6 +27,8 @@ from remedium.models.incident import (
     ReportRequest,
     RollbackRequest,
     RunbookDecision,
+    SlackInteraction,
+    SlackVerification,
     SlotGrant,
     SlotRequest,
     Stage,
@@ -33,7 +36,7 @@ from remedium.models.incident import (
     VerifyRequest,
     VerifyVerdict,
 )
-from remedium.models.policy import ApprovalPolicy, BlastRadius, FreezePolicy, Policy, RateLimit
+from remedium.models.policy import ApprovalPolicy, Approver, BlastRadius, FreezePolicy, Policy, RateLimit
 from remedium.models.reporting import ReportEvent, ReportKind, ReportResult
 from remedium.models.runbook import Runbook
 
@@ -41,11 +44,14 @@ __all__ = [
     "ActionRequest",
     "ActionResult",
     "Alert",
+    "AlertBrief",
     "Approval",
     "ApprovalPolicy",
     "ApprovalSignal",
+    "Approver",
     "AuditEntry",
     "BlastRadius",
+    "Channel",
     "Checkpoint",
     "DecideInput",
     "DecideRequest",
@@ -73,6 +79,8 @@ __all__ = [
     "RollbackRequest",
     "Runbook",
     "RunbookDecision",
+    "SlackInteraction",
+    "SlackVerification",
     "SlotGrant",
     "SlotRequest",
     "Stage",

@@ -96,6 +96,10 @@ class TargetScope(Model):
     labels: dict[str, str] = Field(default_factory=dict)
     replicas_before: int | None = None
     replicas_after: int | None = None
+    # kind "http": every URL the step may send to (its request and its declared undo), and
+    # what each host resolved to at dry-run time, so http.allow is checked before approval
+    urls: list[str] = Field(default_factory=list)
+    addresses: dict[str, list[str]] = Field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -172,20 +176,62 @@ class RollbackRequest(Model):
 
 
 class ApprovalSignal(Model):
-    """Body of the `approve` / `reject` signals; every field optional so the UI form never fails."""
+    """Body of the `approve` / `reject` signals; every field optional so the UI form never fails.
+
+    A signal that names no step is ignored (and audited): it could otherwise approve whatever
+    step happens to be pending when it is processed, one the sender never saw. `request`
+    (the pending approval's number, shown in the UI's current details) binds it further.
+    """
 
     step: str | None = None
     by: str | None = None
     reason: str = ""
+    request: int | None = Field(default=None, description="the approval request's number")
+
+
+class SlackInteraction(Model):
+    """A Slack click exactly as the ingress received it, so the worker can verify it again.
+
+    Anyone with Temporal access can send the `decide` update; only Slack (holding the signing
+    secret) can produce a body whose signature matches, so the user id inside is trusted only
+    after the worker checked it.
+    """
+
+    body: str = Field(max_length=1024 * 1024, description="the raw request body (form encoded)")
+    timestamp: str = Field(max_length=32, description="X-Slack-Request-Timestamp")
+    signature: str = Field(max_length=128, description="X-Slack-Signature")
+
+
+class SlackVerification(Model):
+    """What the worker's re-verification of a Slack click proved (or why it proved nothing)."""
+
+    ok: bool
+    reason: str = ""
+    user_id: str = ""
+    username: str = ""
+    workflow_id: str = ""
+    step: str | None = None
+    request: int | None = None
+    decision: Literal["approve", "reject"] | None = None
 
 
 class DecideRequest(Model):
-    """Argument of the `decide` update."""
+    """Argument of the `decide` update.
+
+    `step` is optional in the type (the update's contract) but a decision without it is
+    refused with the pending step named. `by` is self-declared unless `slack` carries a click
+    the worker verifies; then the approver is the one the policy maps the Slack user id to.
+    """
 
     decision: Literal["approve", "reject"]
     by: str
     step: str | None = None
     reason: str = ""
+    request: int | None = Field(default=None, description="the approval request's number")
+    slack: SlackInteraction | None = None
+
+
+Channel = Literal["signal", "update", "slack"]
 
 
 class Approval(Model):
@@ -194,7 +240,9 @@ class Approval(Model):
     by: str
     reason: str = ""
     at: datetime
-    via: Literal["signal", "update"]
+    via: Channel
+    verified: str | None = Field(default=None, description="the identity the channel proved (Slack user id)")
+    request: int = 0
 
 
 class PendingApproval(Model):
@@ -205,6 +253,10 @@ class PendingApproval(Model):
     requested_at: datetime
     deadline: datetime
     approvers: list[str]
+    request: int = Field(default=0, description="this approval request's number within the incident")
+    quorum: int = Field(default=1, description="distinct approvers the step needs")
+    approved_by: list[str] = Field(default_factory=list, description="who approved so far")
+    verified_only: bool = Field(default=False, description="only approvals from a verified channel count")
 
 
 class AuditEntry(Model):

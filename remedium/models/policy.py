@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Discriminator, Field, HttpUrl, Tag, field_validator, model_validator
 
 from remedium.models.common import Duration, UserModel
 from remedium.models.runbook import Risk
@@ -15,19 +15,91 @@ ALL_RISKS: tuple[Risk, ...] = ("low", "medium", "high")
 DEFAULT_ESCALATION_LEVEL = 2  # the Incident resource does not expose its current level
 
 
+class Approver(UserModel):
+    """An approver with the identities a channel can verify (`{name: bob, slack: U0BOB}`).
+
+    A Slack click counts only when its verified user id is one of these; the approval is then
+    recorded under `name`, never under the Slack username, which anyone can choose.
+    """
+
+    name: str = Field(min_length=1, description="the approver's name")
+    slack: str | None = Field(
+        default=None, pattern=r"^[UW][A-Z0-9]{2,}$", description="Slack user id, e.g. U0BOB"
+    )
+
+
+def _approver_kind(value: Any) -> str:
+    """A mapping is an Approver, anything else a name: only that shape's errors are reported."""
+    return "approver" if isinstance(value, dict | Approver) else "name"
+
+
+ApproverEntry = Annotated[
+    Annotated[str, Tag("name")] | Annotated[Approver, Tag("approver")], Discriminator(_approver_kind)
+]
+
+
+def _anyone() -> list[ApproverEntry]:
+    return ["*"]
+
+
 class ApprovalPolicy(UserModel):
-    approvers: list[str] = Field(
-        default_factory=lambda: ["*"],
-        description="user names allowed to approve or reject; '*' allows anyone who names themselves",
+    approvers: list[ApproverEntry] = Field(
+        default_factory=_anyone,
+        description="who may approve or reject: a name, or {name, slack: <Slack user id>}; "
+        "'*' allows anyone who names themselves",
     )
     required_for: list[Risk] = Field(
         default_factory=lambda: list(ALL_RISKS),
         description="risk levels whose steps wait for a human",
     )
     timeout: Duration = Field(default=timedelta(minutes=30), description="default approval timeout")
+    require_verified: list[Risk] = Field(
+        default_factory=list,
+        description="risk levels whose steps count only approvals from a verified channel (Slack)",
+    )
+    quorum: dict[Risk, Annotated[int, Field(ge=1, le=10)]] = Field(
+        default_factory=dict,
+        description="distinct approvers a step of each risk level needs (default 1)",
+    )
+
+    @model_validator(mode="after")
+    def _unique(self) -> Self:
+        """One name, one Slack id per approver: a mapping must never be ambiguous."""
+        names = self.names()
+        if any(isinstance(a, Approver) and a.name == "*" for a in self.approvers):
+            raise ValueError("'*' is not a name: list it on its own to allow anyone")
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"approver {twice[0]!r} is listed twice")
+        ids = [a.slack for a in self.approvers if isinstance(a, Approver) and a.slack]
+        shared = sorted({i for i in ids if ids.count(i) > 1})
+        if shared:
+            raise ValueError(f"Slack user id {shared[0]!r} is mapped to more than one approver")
+        return self
+
+    def names(self) -> list[str]:
+        """The approvers' names, as the UI and refusals show them."""
+        return [a if isinstance(a, str) else a.name for a in self.approvers]
 
     def allows(self, user: str) -> bool:
-        return bool(user) and ("*" in self.approvers or user in self.approvers)
+        """Whether a self-declared name may decide (nothing proves who sent it)."""
+        return bool(user) and ("*" in self.approvers or user in self.names())
+
+    def slack_approver(self, user_id: str) -> str | None:
+        """The approver a verified Slack user id is, or None when the policy maps none to it.
+
+        With `'*'` anyone may decide, so an unmapped Slack user counts under its user id.
+        """
+        for approver in self.approvers:
+            if isinstance(approver, Approver) and approver.slack == user_id:
+                return approver.name
+        return user_id if "*" in self.approvers and user_id else None
+
+    def quorum_for(self, risk: Risk) -> int:
+        return self.quorum.get(risk, 1)
+
+    def verified_only(self, risk: Risk) -> bool:
+        return risk in self.require_verified
 
 
 Autonomy = Literal["auto", "approve_all", "dry_run_only"]
@@ -126,6 +198,36 @@ class EscalationPolicy(UserModel):
     pagerduty: PagerDutyEscalation = Field(default_factory=PagerDutyEscalation)
 
 
+def check_allow_entry(entry: str) -> str:
+    """An allow entry is scheme, host, optional port and path: nothing a prefix trick could hide in."""
+    try:
+        url = HttpUrl(entry)
+    except ValueError:
+        raise ValueError(f"http.allow entry {entry!r} is not an http(s) URL") from None
+    if url.username or url.password:
+        raise ValueError(f"http.allow entry {entry!r} must not carry a user name or password")
+    if url.query is not None or url.fragment is not None or "?" in entry or "#" in entry:
+        raise ValueError(f"http.allow entry {entry!r} is a prefix: no query or fragment")
+    if not url.host:
+        raise ValueError(f"http.allow entry {entry!r} names no host")
+    return entry
+
+
+class HttpPolicy(UserModel):
+    """Where `http` diagnostics and `http.request` actions may send requests: nowhere by default.
+
+    Each entry is a URL prefix (`https://api.example.com/admin/`): a request goes out only when
+    its scheme, host and port equal an entry's and its path starts with the entry's path at a
+    `/` boundary. Loopback, link-local and metadata addresses are reached only through an entry
+    that names them (`http://127.0.0.1:8080`), never through a name that resolves to one.
+    """
+
+    allow: list[Annotated[str, AfterValidator(check_allow_entry)]] = Field(
+        default_factory=list,
+        description="URL prefixes outbound HTTP may reach; without any, every http step is refused",
+    )
+
+
 class Policy(UserModel):
     api_version: Literal["remedium/v1"] = Field(default="remedium/v1", alias="apiVersion")
     kind: Literal["Policy"] = "Policy"
@@ -139,3 +241,4 @@ class Policy(UserModel):
     rate_limits: list[RateLimit] = Field(default_factory=list)
     freeze: FreezePolicy = Field(default_factory=FreezePolicy)
     escalation: EscalationPolicy = Field(default_factory=EscalationPolicy)
+    http: HttpPolicy = Field(default_factory=HttpPolicy)

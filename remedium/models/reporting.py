@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from remedium.models.alert import Alert
+from remedium.models.alert import AlertBrief
 from remedium.models.common import Model
 
 ReportKind = Literal[
@@ -31,12 +31,13 @@ class ReportEvent(Model):
     event_id: str = Field(description="unique within the incident, e.g. 'approval_requested:restart'")
     kind: ReportKind
     stage: str
-    alert: Alert
+    alert: AlertBrief = Field(description="id, title, service, severity, source, url: not the labels")
     title: str = Field(description="one line")
     markdown: str = Field(default="", description="the body, markdown")
     ui_url: str = Field(default="", description="the incident's page in the Temporal UI")
     runbook: str | None = None
     step: str | None = None
+    request: int | None = Field(default=None, description="for approvals: the approval request's number")
     action: str | None = None
     risk: str | None = None
     dry_run: str | None = None

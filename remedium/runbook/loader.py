@@ -12,7 +12,6 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import jinja2
 import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
@@ -20,7 +19,13 @@ from pydantic_core import ErrorDetails
 from remedium.catalog import action_catalog, diagnostic_catalog
 from remedium.errors import ProblemsError, TemplateError
 from remedium.models.runbook import DiagnosticSpec, Runbook
-from remedium.runbook.templating import check_condition, check_template, is_template
+from remedium.runbook.templating import (
+    check_condition,
+    check_template,
+    constant_violations,
+    error_line,
+    is_template,
+)
 from remedium.runbook.variables import VISIBLE_TO_VARS, Use, parsed, sources, var_graph
 from remedium.yamldoc import (
     Check,
@@ -175,13 +180,24 @@ def check_ids(runbook: Runbook, locate: Locator) -> Iterator[Finding]:
 
 
 def check_templates(runbook: Runbook, locate: Locator) -> Iterator[Finding]:
-    """Templates and conditions must compile now, not in the middle of an incident."""
+    """Templates and conditions must compile now, and not be sure to go over a limit later.
+
+    A limit their constants already pass (`range(10**12)`, `'a' * 5*10**8`) is reported at
+    the line inside the template where it is (`constant_violations`: the run time's checks
+    on the constant parts of the syntax tree, never running the template itself).
+    """
     for source in sources(runbook):
         try:
             (check_condition if source.condition else check_template)(source.text)
+            violations = constant_violations(source.text, condition=source.condition)
         except TemplateError as exc:
             line, col = _inner_position(source.text, source.loc, locate, source.condition)
             yield Finding(line, col, str(exc))
+            continue
+        kind = "condition" if source.condition else "template"
+        for inner_line, message in violations:
+            at = _at_line(Use(source.loc, inner_line), locate)
+            yield Finding(*at, f"{kind} would exceed a limit: {message}")
 
 
 def check_vars(runbook: Runbook, locate: Locator) -> Iterator[Finding]:
@@ -236,14 +252,8 @@ def _inner_position(source: str, loc: Loc, locate: Locator, condition: bool) -> 
     node = locate.node(loc)
     if not isinstance(node, yaml.ScalarNode) or node.style != "|":
         return locate(loc)
-    try:
-        if condition:
-            jinja2.Environment().compile_expression(source)
-        else:
-            jinja2.Environment().parse(source)
-    except jinja2.TemplateSyntaxError as exc:
-        return _at_line(Use(loc, exc.lineno or 1), locate)
-    return locate(loc)
+    line = error_line(source, condition=condition)  # in the sandbox: a plain Environment folds constants
+    return locate(loc) if line is None else _at_line(Use(loc, line), locate)
 
 
 CHECKS: tuple[Check[Runbook], ...] = (check_catalog, check_ids, check_templates, check_vars)
