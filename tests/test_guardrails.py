@@ -99,8 +99,11 @@ async def test_rate_limit_window_slides_in_durable_time(ts_env: WorkflowEnvironm
     prefix = uuid.uuid4().hex[:6]
     try:
         async with worker_for(ts_env.client, settings):
-            first = await (await start(ts_env.client, settings, _alert(f"{prefix}-a"))).result()
-            second = await (await start(ts_env.client, settings, _alert(f"{prefix}-b"))).result()
+            # In real time: while the second incident waits between tasks, the test server
+            # would otherwise skip ahead to the limiter's 30-minute expiry timer and free the slot.
+            with ts_env.auto_time_skipping_disabled():
+                first = await (await start(ts_env.client, settings, _alert(f"{prefix}-a"))).result()
+                second = await (await start(ts_env.client, settings, _alert(f"{prefix}-b"))).result()
             await ts_env.sleep(31 * 60)
             third = await (await start(ts_env.client, settings, _alert(f"{prefix}-c"))).result()
     finally:
