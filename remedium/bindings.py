@@ -7,8 +7,10 @@ them, so a name the workflow schedules is by construction one the worker registe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -43,17 +45,55 @@ def params_of(model: type[BaseModel], raw: dict[str, Any], what: str) -> Any:
         ) from None
 
 
+# How often a running activity tells the server it is alive. The workflow's heartbeat timeouts
+# (workflows/retries.py, 5-10 s) are several of these, so a live attempt is never taken for a
+# dead one, and one on a worker that died is retried on another within seconds.
+HEARTBEAT_EVERY_S = 1.0
+# The worker's `max_heartbeat_throttle_interval`: the SDK otherwise sends at most one heartbeat
+# per 0.8 x heartbeat timeout (4 s of a 5 s timeout), so a worker starved for one second looks
+# dead; measured on 2 loaded cores, live diagnostics then timed out three attempts in a row.
+HEARTBEAT_THROTTLE = timedelta(seconds=1)
+
+
+@contextlib.asynccontextmanager
+async def heartbeating(what: str) -> AsyncIterator[None]:
+    """Heartbeat in the background while the body runs, whatever it awaits (no-op outside an activity).
+
+    The wrappers do it, not each diagnostic or reporter: one that forgot to would otherwise be
+    cut by its heartbeat timeout, however healthy, or never noticed when its worker died.
+    """
+    if not activity.in_activity():
+        yield
+        return
+
+    async def beat() -> None:
+        while True:
+            activity.heartbeat(what)
+            await asyncio.sleep(HEARTBEAT_EVERY_S)
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 def action_activities(action: Action[Any]) -> list[Callable[..., Any]]:
     name = action.name
 
     async def dry_run(request: ActionRequest) -> DryRun:
-        return await action.dry_run(request, params_of(action.params_model, request.params, name))
+        async with heartbeating(f"{name}: dry run of {request.step_id}"):
+            return await action.dry_run(request, params_of(action.params_model, request.params, name))
 
     async def execute(request: ActionRequest) -> ActionResult:
-        return await action.execute(request, params_of(action.params_model, request.params, name))
+        async with heartbeating(f"{name}: executing {request.step_id}"):
+            return await action.execute(request, params_of(action.params_model, request.params, name))
 
     async def rollback(request: RollbackRequest) -> ActionResult:
-        return await action.rollback(request)
+        async with heartbeating(f"{name}: rolling back {request.checkpoint.step_id}"):
+            return await action.rollback(request)
 
     return [
         activity.defn(name=names.action_activity(name, "dry_run"))(dry_run),
@@ -74,7 +114,8 @@ def diagnostic_activity(diagnostic: Diagnostic[Any]) -> Callable[..., Any]:
             raw = await asyncio.to_thread(render_value, request.params, ctx)
         except TemplateError as exc:
             raise ApplicationError(str(exc), type=ErrorType.TEMPLATE_ERROR, non_retryable=True) from None
-        value, query = await diagnostic.run(params_of(diagnostic.params_model, raw, kind))
+        async with heartbeating(f"{kind}: {request.spec_id}"):
+            value, query = await diagnostic.run(params_of(diagnostic.params_model, raw, kind))
         return Fact(
             id=request.spec_id,
             kind=kind,
@@ -89,6 +130,7 @@ def diagnostic_activity(diagnostic: Diagnostic[Any]) -> Callable[..., Any]:
 
 def reporter_activity(reporter: Reporter) -> Callable[..., Any]:
     async def post(event: ReportEvent) -> ReportResult:
-        return await reporter.post(event)
+        async with heartbeating(f"{reporter.channel}: {event.kind}"):
+            return await reporter.post(event)
 
     return activity.defn(name=names.report_activity(reporter.channel))(post)

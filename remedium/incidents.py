@@ -7,12 +7,21 @@ Starting is idempotent by workflow id: a duplicate delivery of the same alert, w
 incident runs or after it closed, starts nothing and says so. Alertmanager alerts are the one
 exception: a fingerprint is a hash of the labels, so the same alert firing again next week
 reuses it; a new firing episode (another `startsAt`) opens a new run under the same id.
+
+Where an incident starts is the policy's `priority` section: an urgent one (default: severity
+P1 or critical) goes to `<task queue>-urgent`, which the worker polls with its own reserved
+slots, so a storm queued on the normal task queue never stands in front of it. Separate queues
+rather than Temporal task priority: priority reorders one queue's backlog but reserves no
+worker slots, so while slow diagnostics of lower incidents hold every slot an urgent task still
+waits; a reserved queue also needs no server-side priority support.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
@@ -43,6 +52,7 @@ from remedium.models import (
     PendingApproval,
 )
 from remedium.models.common import utc_text
+from remedium.models.policy import PriorityPolicy
 from remedium.names import (
     AUDIT_QUERY,
     DECIDE_UPDATE,
@@ -54,6 +64,7 @@ from remedium.names import (
     STATUS_QUERY,
     WORKFLOW_TYPE,
     incident_workflow_id,
+    urgent_task_queue,
 )
 from remedium.report_render import source_link
 from remedium.untrusted import markdown_code, markdown_text
@@ -69,19 +80,50 @@ __all__ = [
     "PendingRow",
     "alert_details",
     "decide",
+    "incident_task_queue",
     "list_incidents",
     "list_pending_approvals",
+    "load_priority",
     "show_incident",
     "signal_external_update",
     "start_alert_episode",
     "start_incident",
 ]
 
+log = logging.getLogger("remedium.incidents")
+DEFAULT_PRIORITY = PriorityPolicy()
 
-async def start_incident(client: Client, task_queue: str, alert: Alert) -> bool:
-    """Start the incident's workflow; False when it already exists (running or closed)."""
+
+def load_priority(policy_file: Path | None) -> PriorityPolicy:
+    """The policy's `priority` section for the ingress; the default one when the file is unreadable.
+
+    The worker refuses a bad policy file; the ingress only ranks with it, so it keeps accepting
+    pages (with the default ranking, and a warning) rather than refusing them.
+    """
+    from remedium.errors import ProblemsError
+    from remedium.policy_loader import load_policy
+
     try:
-        await _start(client, task_queue, alert, WorkflowIDReusePolicy.REJECT_DUPLICATE, {})
+        return load_policy(policy_file).priority
+    except (ProblemsError, OSError) as exc:
+        log.warning("policy %s unreadable, ranking incidents by the default priority: %s", policy_file, exc)
+        return DEFAULT_PRIORITY
+
+
+def incident_task_queue(task_queue: str, alert: Alert, priority: PriorityPolicy | None = None) -> str:
+    """The normal task queue, or its reserved urgent twin when the policy ranks the alert urgent."""
+    if (priority or DEFAULT_PRIORITY).is_urgent(alert.severity, alert.service):
+        return urgent_task_queue(task_queue)
+    return task_queue
+
+
+async def start_incident(
+    client: Client, task_queue: str, alert: Alert, priority: PriorityPolicy | None = None
+) -> bool:
+    """Start the incident's workflow; False when it already exists (running or closed)."""
+    queue = incident_task_queue(task_queue, alert, priority)
+    try:
+        await _start(client, queue, alert, WorkflowIDReusePolicy.REJECT_DUPLICATE, {})
     except WorkflowAlreadyStartedError:
         return False
     return True
@@ -90,13 +132,20 @@ async def start_incident(client: Client, task_queue: str, alert: Alert) -> bool:
 EPISODE_MEMO = "alert_episode"
 
 
-async def start_alert_episode(client: Client, task_queue: str, alert: Alert, episode: str) -> bool:
+async def start_alert_episode(
+    client: Client,
+    task_queue: str,
+    alert: Alert,
+    episode: str,
+    priority: PriorityPolicy | None = None,
+) -> bool:
     """Start the incident for one firing episode of a recurring alert; False for a repeat.
 
     A repeat is a delivery while the workflow runs, or after it closed for the same `episode`
     (kept in the workflow's memo). A closed run of an older episode does not block a new one.
     """
     memo = {EPISODE_MEMO: episode}
+    task_queue = incident_task_queue(task_queue, alert, priority)
     try:
         await _start(client, task_queue, alert, WorkflowIDReusePolicy.REJECT_DUPLICATE, memo)
         return True

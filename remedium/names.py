@@ -13,6 +13,13 @@ from temporalio.common import SearchAttributeKey
 
 DEFAULT_TASK_QUEUE = "remedium"
 DEFAULT_NAMESPACE = "default"
+URGENT_SUFFIX = "-urgent"
+
+
+def urgent_task_queue(task_queue: str) -> str:
+    """The reserved queue for incidents the policy ranks urgent (`remedium` -> `remedium-urgent`)."""
+    return task_queue + URGENT_SUFFIX
+
 
 # Workflow types and fixed workflow ids.
 WORKFLOW_TYPE = "IncidentWorkflow"

@@ -52,6 +52,18 @@ class Settings(BaseSettings):
     insecure_webhooks: bool = False
     max_webhook_bytes: int = 1024 * 1024
     temporal_ui_url: str = Field(default="http://localhost:8233", description="for links in reports")
+    # Worker tuning (bench/README.md has the measurements behind the defaults). The cache holds
+    # each running incident's workflow in memory between its tasks; an evicted one is replayed
+    # from history on its next task (an approval, a verify tick), which is fast next to a wait.
+    worker_max_cached_workflows: int = Field(
+        default=250, description="incident workflows kept in worker memory (0 disables the cache)"
+    )
+    worker_max_concurrent_workflow_tasks: int | None = Field(
+        default=None, description="workflow task slots of the normal queue (SDK default when unset)"
+    )
+    worker_max_concurrent_activities: int | None = Field(
+        default=None, description="activity slots of the normal queue (SDK default when unset)"
+    )
 
     @classmethod
     def load(cls, **overrides: Any) -> Settings:

@@ -24,7 +24,7 @@ from temporalio.worker import Worker
 from activities.engine import RunbookActivities
 from activities.guards import GuardActivities
 from activities.slack import SlackApprovalActivities
-from remedium.bindings import action_activities, diagnostic_activity, reporter_activity
+from remedium.bindings import HEARTBEAT_THROTTLE, action_activities, diagnostic_activity, reporter_activity
 from remedium.catalog import (
     Clients,
     IntegrationSettings,
@@ -36,7 +36,7 @@ from remedium.catalog import (
 from remedium.connection import connect
 from remedium.errors import StartupError, TemporalUnreachable
 from remedium.models import Policy, Runbook
-from remedium.names import SEARCH_ATTRIBUTES
+from remedium.names import SEARCH_ATTRIBUTES, urgent_task_queue
 from remedium.policy_loader import load_policy
 from remedium.runbook.loader import load_runbooks
 from remedium.settings import Settings
@@ -132,8 +132,31 @@ def build_activities(
     return activities
 
 
+# The reserved capacity for urgent incidents: its own pollers and slots on `<queue>-urgent`, which
+# a storm on the normal queue cannot take. Sized for a handful of concurrent pages, not a storm.
+URGENT_ACTIVITY_SLOTS = 20
+URGENT_WORKFLOW_TASK_SLOTS = 10
+URGENT_CACHED_WORKFLOWS = 100  # a cache of its own, so urgent incidents never evict each other
+
+
 @asynccontextmanager
-async def running_worker(settings: Settings, client: Client | None = None) -> AsyncIterator[Worker]:
+async def running_worker(
+    settings: Settings,
+    client: Client | None = None,
+    *,
+    max_concurrent_activities: int | None = None,
+) -> AsyncIterator[Worker]:
+    """The worker on the normal task queue, and beside it one on the reserved urgent queue.
+
+    Incidents the policy ranks urgent are started on `<task queue>-urgent` (remedium.incidents).
+    The second Worker in this process polls only that queue with its own slots, so an urgent
+    incident's workflow and activity tasks (activities follow their workflow's task queue) are
+    taken at once even while a backlog of lower incidents holds every slot of the normal one.
+    Chosen over Temporal task priority, which orders one queue's backlog but reserves no slots:
+    with every slot held by slow diagnostics, a prioritised task still waits for one to free up
+    (tests/test_priority.py holds exactly that state). `max_concurrent_activities` bounds the
+    normal worker only (tests saturate it).
+    """
     runbooks, policy = load_configuration(settings)
     try:
         client = client or await connect(settings)
@@ -141,21 +164,45 @@ async def running_worker(settings: Settings, client: Client | None = None) -> As
         raise StartupError(str(exc)) from None
     await check_search_attributes(client, settings.namespace)
     async with open_clients(settings) as clients:
+        workflows = [IncidentWorkflow, TargetLimiterWorkflow, FreezeWorkflow]
+        activities = (
+            build_activities(runbooks, policy, clients, settings.temporal_ui_url)
+            + GuardActivities(client, settings.task_queue).activities()
+        )
+        normal_tuning: dict[str, Any] = {"max_cached_workflows": settings.worker_max_cached_workflows}
+        if settings.worker_max_concurrent_workflow_tasks is not None:
+            normal_tuning["max_concurrent_workflow_tasks"] = settings.worker_max_concurrent_workflow_tasks
+        slots = max_concurrent_activities or settings.worker_max_concurrent_activities
+        if slots is not None:
+            normal_tuning["max_concurrent_activities"] = slots
         worker = Worker(
             client,
             task_queue=settings.task_queue,
-            workflows=[IncidentWorkflow, TargetLimiterWorkflow, FreezeWorkflow],
-            activities=build_activities(runbooks, policy, clients, settings.temporal_ui_url)
-            + GuardActivities(client, settings.task_queue).activities(),
+            workflows=workflows,
+            activities=activities,
             graceful_shutdown_timeout=timedelta(seconds=10),
+            max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
+            **normal_tuning,
+        )
+        urgent = Worker(
+            client,
+            task_queue=urgent_task_queue(settings.task_queue),
+            workflows=workflows,
+            activities=activities,
+            graceful_shutdown_timeout=timedelta(seconds=10),
+            max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
+            max_concurrent_activities=URGENT_ACTIVITY_SLOTS,
+            max_concurrent_workflow_tasks=URGENT_WORKFLOW_TASK_SLOTS,
+            max_cached_workflows=min(URGENT_CACHED_WORKFLOWS, settings.worker_max_cached_workflows),
         )
         log.info(
-            "worker on task queue %r with %d runbook(s): %s",
+            "worker on task queues %r and %r (urgent) with %d runbook(s): %s",
             settings.task_queue,
+            urgent_task_queue(settings.task_queue),
             len(runbooks),
             ", ".join(rb.name for rb in runbooks) or "none",
         )
-        async with worker:
+        async with worker, urgent:
             yield worker
 
 

@@ -49,7 +49,7 @@ with workflow.unsafe.imports_passed_through():
     from remedium.models.common import utc_text
     from remedium.names import VERIFY_SLACK_ACTIVITY
     from workflows.journal import Journal
-    from workflows.retries import ENGINE_RETRY, failure_message
+    from workflows.retries import ENGINE_RETRY, ENGINE_TIMEOUT, failure_message
 
 # Patch ids (see the module docstring): keep them, histories carry them as markers.
 STEP_REQUIRED = "approval-step-required-v1"
@@ -231,7 +231,7 @@ class ApprovalGate:
                 VERIFY_SLACK_ACTIVITY,
                 request.slack,
                 result_type=SlackVerification,
-                start_to_close_timeout=timedelta(seconds=10),
+                start_to_close_timeout=ENGINE_TIMEOUT,
                 retry_policy=ENGINE_RETRY,
             )
         except ActivityError as err:

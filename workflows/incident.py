@@ -75,6 +75,7 @@ with workflow.unsafe.imports_passed_through():
         ENGINE_TIMEOUT,
         Abort,
         diagnostic_failure,
+        diagnostic_heartbeat,
         failure_message,
     )
 
@@ -209,6 +210,8 @@ class IncidentWorkflow:
                 request,
                 result_type=Fact,
                 schedule_to_close_timeout=spec.timeout,
+                start_to_close_timeout=spec.timeout,
+                heartbeat_timeout=diagnostic_heartbeat(spec.timeout),
                 retry_policy=DIAGNOSTIC_RETRY,
             )
         except ActivityError as err:
@@ -254,6 +257,7 @@ class IncidentWorkflow:
                     request,
                     result_type=DryRun,
                     start_to_close_timeout=timedelta(seconds=60),
+                    heartbeat_timeout=ACTION_HEARTBEAT,
                     retry_policy=ACTION_RETRY,
                 )
             except ActivityError as err:
@@ -450,11 +454,8 @@ class IncidentWorkflow:
 
     @workflow.update(name=DECIDE_UPDATE, description=DECIDE_HELP)
     async def decide(self, request: DecideRequest) -> str:
-        """No validator: a refusal must be audited, so the gate records it, then raises it.
-
-        A Slack click is verified by the worker first (the signed raw request it carries):
-        anyone with Temporal access can send this update, whatever user it names.
-        """
+        """No validator: the gate audits a refusal, then raises it. A Slack click is re-verified
+        by the worker, since anyone with Temporal access can send this update."""
         verified = await self._gate.verify_slack(request)
         try:
             return self._gate.decide(request, verified)

@@ -20,6 +20,7 @@ from temporalio.exceptions import ActivityError
 with workflow.unsafe.imports_passed_through():
     from remedium.models import ReportEvent, ReportResult
     from remedium.names import report_activity
+    from workflows.retries import REPORT_HEARTBEAT
 
 REPORT_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2),
@@ -99,6 +100,7 @@ class Outbox:
                 event,
                 result_type=ReportResult,
                 start_to_close_timeout=REPORT_ATTEMPT_TIMEOUT,
+                heartbeat_timeout=REPORT_HEARTBEAT,
                 retry_policy=REPORT_RETRY,
             )
         except ActivityError as err:

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
+import sys
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -50,6 +52,22 @@ class TargetService:
     hold_first_restart_s: float = 0.0
     applied: list[Delivery] = field(default_factory=list)
     deliveries: list[Delivery] = field(default_factory=list)
+    # The fault campaign (bench/faults.py): many incidents, each with its own service under
+    # `<url>/<prefix>` (its own health), slow restarts and probes so a worker can die while
+    # one is in flight, `on_request(kind, prefix, client address)` to pick that moment, and
+    # `faults["<prefix> <kind>"]` (kind: health, restart, restore): what the next such requests
+    # get instead of an answer ("500", "503", "429" with Retry-After, "timeout": no answer for
+    # `fault_hold_s`). `port` fixed lets a stopped service start again where it was.
+    per_prefix: bool = False
+    restart_delay_s: tuple[float, float] = (0.0, 0.0)
+    health_delay_s: tuple[float, float] = (0.0, 0.0)
+    on_request: Callable[[str, str, tuple[str, int]], None] | None = None
+    faults: dict[str, list[str]] = field(default_factory=dict)
+    fault_hold_s: float = 10.0
+    injected: list[tuple[str, str, str]] = field(default_factory=list)  # (prefix, kind, fault) served
+    port: int = 0
+    rng: random.Random = field(default_factory=random.Random)
+    _health: dict[str, int] = field(default_factory=dict)
     _server: ThreadingHTTPServer | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _results: dict[str, bytes] = field(default_factory=dict)
@@ -75,29 +93,65 @@ class TargetService:
                 self.end_headers()
                 self.wfile.write(data)
 
+            def _faulted(self, kind: str) -> bool:
+                """Notify `on_request`, then answer with the prefix's next fault if it has one."""
+                prefix = service.prefix_of(self.path)
+                if service.on_request is not None:
+                    service.on_request(kind, prefix, self.client_address[:2])
+                with service._lock:
+                    queue = service.faults.get(f"{prefix} {kind}")
+                    fault = queue.pop(0) if queue else None
+                    if fault is not None:
+                        service.injected.append((prefix, kind, fault))
+                if fault is None:
+                    return False
+                if fault == "timeout":
+                    time.sleep(service.fault_hold_s)
+                    self.close_connection = True
+                    return True
+                if fault == "429":
+                    data = b'{"error": "slow down"}'
+                    self.send_response(429)
+                    self.send_header("Retry-After", "1")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return True
+                self._reply(int(fault), {"error": "injected"})
+                return True
+
             def do_GET(self) -> None:
-                self._reply(
-                    service.health_status, {"status": "up" if service.health_status == 200 else "down"}
-                )
+                if self._faulted("health"):
+                    return
+                time.sleep(service.rng.uniform(*service.health_delay_s))
+                status = service.status_of(service.prefix_of(self.path))
+                self._reply(status, {"status": "up" if status == 200 else "down"})
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 body = json.loads(self.rfile.read(length) or b"null")
+                kind = "restart" if self.path.endswith("/restart") else "restore"
+                if self._faulted(kind):
+                    return
                 delivery = Delivery("POST", self.path, self.headers.get("Idempotency-Key"), body)
+                prefix = service.prefix_of(self.path)
                 with service._lock:
                     service.deliveries.append(delivery)
                     first = delivery.key not in {d.key for d in service.applied}
                     if first:
                         service.applied.append(delivery)
                         if self.path.endswith("/restart"):
-                            service.health_status = service.health_after_restart
+                            service.set_status(prefix, service.health_after_restart)
                         if self.path.endswith("/restore"):
-                            service.health_status = 500
+                            service.set_status(prefix, 500)
                 if first and self.path.endswith("/restart") and service.hold_first_restart_s:
                     time.sleep(service.hold_first_restart_s)
+                if self.path.endswith("/restart"):  # a restart takes a while, replayed or not
+                    time.sleep(service.rng.uniform(*service.restart_delay_s))
                 self._reply(200, {"ok": True, "key": delivery.key, "replayed": not first})
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _QuietServer(("127.0.0.1", self.port), Handler)
+        self.port = int(self._server.server_address[1])
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
@@ -109,6 +163,32 @@ class TargetService:
 
     def applied_to(self, suffix: str) -> list[Delivery]:
         return [d for d in self.applied if d.path.endswith(suffix)]
+
+    def prefix_of(self, path: str) -> str:
+        """`/inc-7/admin/restart` -> `inc-7` with `per_prefix`; "" (one service) without."""
+        if not self.per_prefix:
+            return ""
+        return path.strip("/").split("/", 1)[0]
+
+    def status_of(self, prefix: str) -> int:
+        if not self.per_prefix:
+            return self.health_status
+        with self._lock:
+            return self._health.get(prefix, self.health_status)
+
+    def set_status(self, prefix: str, status: int) -> None:
+        if self.per_prefix:
+            self._health[prefix] = status
+        else:
+            self.health_status = status
+
+
+class _QuietServer(ThreadingHTTPServer):
+    """A client that hung up (a killed worker, a timed-out request) is no error to print."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 def restart_runbook(

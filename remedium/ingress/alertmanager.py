@@ -25,7 +25,7 @@ from pydantic_core import ErrorDetails
 from temporalio.client import Client
 
 from remedium.errors import BodyTooLarge, MalformedInput
-from remedium.incidents import signal_external_update, start_alert_episode
+from remedium.incidents import load_priority, signal_external_update, start_alert_episode
 from remedium.ingress.common import (
     ClientProvider,
     IngressMetrics,
@@ -47,6 +47,7 @@ from remedium.models.limits import (
     id_problem,
     keyword_problem,
 )
+from remedium.models.policy import PriorityPolicy
 from remedium.names import incident_workflow_id
 from remedium.settings import Settings
 
@@ -247,7 +248,12 @@ def resolved_update(alert: AlertmanagerAlert) -> ExternalUpdate:
     )
 
 
-async def deliver(client: Client, task_queue: str, message: AlertmanagerMessage) -> list[dict[str, Any]]:
+async def deliver(
+    client: Client,
+    task_queue: str,
+    message: AlertmanagerMessage,
+    priority: PriorityPolicy | None = None,
+) -> list[dict[str, Any]]:
     """Start or signal one incident per accepted alert, in the delivery's order.
 
     Any Temporal error propagates, so the whole delivery is answered 5xx and Alertmanager
@@ -261,7 +267,9 @@ async def deliver(client: Client, task_queue: str, message: AlertmanagerMessage)
             "status": alert.status,
         }
         if alert.status == "firing":
-            outcome["started"] = await start_alert_episode(client, task_queue, to_alert(alert), alert.episode)
+            outcome["started"] = await start_alert_episode(
+                client, task_queue, to_alert(alert), alert.episode, priority
+            )
         else:
             outcome["signaled"] = await signal_external_update(
                 client, alert.workflow_id, resolved_update(alert)
@@ -335,6 +343,7 @@ def router(settings: Settings, client: ClientProvider, metrics: IngressMetrics) 
     routes = APIRouter()
     token = secret_value(settings.alertmanager_token)
     limit = settings.max_webhook_bytes
+    priority = load_priority(settings.policy_file)  # urgent incidents start on the reserved queue
 
     def reject(status: int, outcome: str, message: str) -> JSONResponse:
         headers = _CHALLENGE if status == 401 else None
@@ -366,7 +375,7 @@ def router(settings: Settings, client: ClientProvider, metrics: IngressMetrics) 
         if message.rejected and not message.alerts:  # nothing to hand to Temporal
             return refuse_alerts(metrics, message, [])
         try:
-            outcomes = await deliver(await client(), settings.task_queue, message)
+            outcomes = await deliver(await client(), settings.task_queue, message, priority)
         except Exception as exc:  # Temporal unreachable or refusing: let Alertmanager retry
             return unavailable(metrics, SOURCE, f"alertmanager group {message.group_key}", exc)
         count_outcomes(metrics, outcomes)

@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
 from remedium.errors import BodyTooLarge, MalformedInput
-from remedium.incidents import signal_external_update, start_incident
+from remedium.incidents import load_priority, signal_external_update, start_incident
 from remedium.ingress.common import (
     ClientProvider,
     IngressMetrics,
@@ -38,6 +38,7 @@ from remedium.models.limits import (
     id_problem,
     keyword_problem,
 )
+from remedium.models.policy import PriorityPolicy
 from remedium.names import incident_workflow_id
 from remedium.settings import Settings
 
@@ -197,7 +198,7 @@ def parse_event(body: bytes) -> PagerDutyEvent:
 
 
 async def deliver(
-    client: ClientProvider, task_queue: str, event: PagerDutyEvent
+    client: ClientProvider, task_queue: str, event: PagerDutyEvent, priority: PriorityPolicy | None = None
 ) -> tuple[dict[str, Any], str]:
     """Start or signal the incident: the 202 reply and the outcome label; Temporal errors propagate.
 
@@ -205,7 +206,7 @@ async def deliver(
     answered even while Temporal is down.
     """
     if event.alert is not None:
-        started = await start_incident(await client(), task_queue, event.alert)
+        started = await start_incident(await client(), task_queue, event.alert, priority)
         reply = {"workflow_id": event.alert.workflow_id, "started": started}  # the contract's exact shape
         return reply, "started" if started else "duplicate"
     if event.update is not None and event.workflow_id is not None:
@@ -224,6 +225,7 @@ def router(
     """
     routes = APIRouter()
     limit = settings.max_webhook_bytes
+    priority = load_priority(settings.policy_file)  # urgent incidents start on the reserved queue
 
     @routes.post("/webhooks/pagerduty")
     async def pagerduty(request: Request) -> Response:
@@ -240,7 +242,7 @@ def router(
         except MalformedEvent as exc:
             return refuse(metrics, SOURCE, 400, "malformed", str(exc))
         try:
-            reply, outcome = await deliver(client, settings.task_queue, event)
+            reply, outcome = await deliver(client, settings.task_queue, event, priority)
         except Exception as exc:  # Temporal unreachable or refusing: let PagerDuty retry
             return unavailable(metrics, SOURCE, f"{event.event_type} {event.event_id}", exc)
         if outcome == "started":

@@ -1,8 +1,9 @@
-"""The policy file (`REMEDIUM_POLICY_FILE`): who may approve and what needs approval."""
+"""The policy file (`REMEDIUM_POLICY_FILE`): who may approve, what needs approval, what is urgent."""
 
 from __future__ import annotations
 
 from datetime import timedelta
+from fnmatch import fnmatchcase
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import AfterValidator, Discriminator, Field, HttpUrl, Tag, field_validator, model_validator
@@ -228,6 +229,39 @@ class HttpPolicy(UserModel):
     )
 
 
+def _urgent_severities() -> list[str]:
+    return ["P1", "critical"]
+
+
+class UrgentRule(UserModel):
+    """Which incidents jump the queue: any listed severity or service (globs) makes one urgent."""
+
+    severity: list[str] = Field(
+        default_factory=_urgent_severities,
+        description="severities (PagerDuty priority or urgency, the alert's severity label), any case",
+    )
+    service: list[str] = Field(default_factory=list, description="service globs, e.g. payments-*")
+
+    def matches(self, severity: str, service: str) -> bool:
+        wanted = {s.casefold() for s in self.severity}
+        if severity and severity.casefold() in wanted:
+            return True
+        return bool(service) and any(fnmatchcase(service, glob) for glob in self.service)
+
+
+class PriorityPolicy(UserModel):
+    """What the ingress starts on the reserved urgent task queue (`<task queue>-urgent`).
+
+    A storm of lower incidents queues on the normal task queue; an urgent one is picked up by
+    the worker's separate, reserved pollers and slots instead of waiting behind it.
+    """
+
+    urgent: UrgentRule = Field(default_factory=UrgentRule)
+
+    def is_urgent(self, severity: str, service: str) -> bool:
+        return self.urgent.matches(severity, service)
+
+
 class Policy(UserModel):
     api_version: Literal["remedium/v1"] = Field(default="remedium/v1", alias="apiVersion")
     kind: Literal["Policy"] = "Policy"
@@ -242,3 +276,4 @@ class Policy(UserModel):
     freeze: FreezePolicy = Field(default_factory=FreezePolicy)
     escalation: EscalationPolicy = Field(default_factory=EscalationPolicy)
     http: HttpPolicy = Field(default_factory=HttpPolicy)
+    priority: PriorityPolicy = Field(default_factory=PriorityPolicy)

@@ -36,7 +36,7 @@ from remedium.models import (
     VerifyRequest,
     VerifyVerdict,
 )
-from remedium.runbook.templating import Vars, evaluate, render, render_value
+from remedium.runbook.templating import Vars, evaluate, fact_ids, render, render_value
 from remedium.runbook.variables import var_graph
 
 __all__ = [
@@ -171,13 +171,32 @@ def _not_rendered(runbook: Runbook, errors: dict[str, str], said: str, *, alert_
     return "".join(f"; vars.{name} could not be rendered: {errors[name]}" for name in told)
 
 
+def _failed_facts(condition: str, ctx: dict[str, Any]) -> str | None:
+    """Which diagnostics this condition reads failed, and why; None when every one it reads is ok.
+
+    A condition over a failed fact is not false, it is unknown: the reason must say so, or an
+    incident whose diagnostic died with its worker reads as one whose service is unhealthy.
+    """
+    facts = ctx.get("facts")
+    if not isinstance(facts, Mapping):
+        return None
+    failed = [
+        f"diagnostic {fact_id} failed: {facts[fact_id].get('error') or 'no answer'}"
+        for fact_id in fact_ids(condition, condition=True)
+        if isinstance(facts.get(fact_id), Mapping) and facts[fact_id].get("ok") is False
+    ]
+    return "; ".join(failed) if failed else None
+
+
 def _conditions_hold(conditions: list[str], ctx: dict[str, Any]) -> tuple[bool, str]:
     for condition in conditions:
         try:
-            if not evaluate(condition, ctx):
-                return False, f"condition `{condition}` is false"
+            holds = evaluate(condition, ctx)
         except TemplateError as exc:
-            return False, f"condition `{condition}` could not be evaluated: {exc}"
+            failed = _failed_facts(condition, ctx)
+            return False, failed or f"condition `{condition}` could not be evaluated: {exc}"
+        if not holds:
+            return False, _failed_facts(condition, ctx) or f"condition `{condition}` is false"
     return True, "all conditions hold" if conditions else "no conditions"
 
 

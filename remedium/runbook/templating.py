@@ -374,6 +374,29 @@ def references(source: str, *, condition: bool) -> References:
     return refs
 
 
+def fact_ids(source: str, *, condition: bool) -> list[str]:
+    """The diagnostics (`facts.<id>`, `facts['<id>']`) a template reads, in order of first use.
+
+    From the syntax tree, so that a condition that fails because a fact it reads failed can say
+    which diagnostic failed; [] when it does not parse or reads no fact by a constant name.
+    """
+    try:
+        tree = parse(source, condition=condition)
+        if "facts" not in references(source, condition=condition).names:
+            return []  # `facts` is the template's own (a loop or set variable), or unused
+    except TemplateError:
+        return []
+    found: dict[str, None] = {}
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        assert isinstance(node, nodes.Getattr | nodes.Getitem)
+        inner = node.node
+        if isinstance(inner, nodes.Name) and inner.name == "facts" and inner.ctx == "load":
+            key = node.attr if isinstance(node, nodes.Getattr) else _constant_key(node.arg)
+            if key is not None:
+                found.setdefault(key, None)
+    return list(found)
+
+
 def _find_vars(node: nodes.Node, refs: References) -> None:
     if isinstance(node, nodes.Getattr | nodes.Getitem) and _is_vars(node.node):
         name = node.attr if isinstance(node, nodes.Getattr) else _constant_key(node.arg)
