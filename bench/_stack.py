@@ -62,7 +62,7 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from remedium.devserver import dev_server_command
+from remedium.devserver import dev_server_command, port_open, stop_process
 from remedium.names import DEFAULT_NAMESPACE
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -152,25 +152,11 @@ class Proc:
             self.process.wait()
 
     async def stop(self, grace: float = 10.0) -> None:
-        process = self.process
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.to_thread(process.wait, grace)
-        except subprocess.TimeoutExpired:
-            self.kill()
+        await stop_process(self.process, grace)
 
 
 async def _port_open(port: int) -> bool:
-    try:
-        _, writer = await asyncio.open_connection("127.0.0.1", port)
-    except OSError:
-        return False
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
-    return True
+    return await port_open("127.0.0.1", port)
 
 
 class Stack:

@@ -92,25 +92,29 @@ class DevServer:
                 raise DevServerError(
                     f"temporal dev server exited with code {self.process.returncode}: {tail.strip()}"
                 )
-            if await _port_open(self.ip, self.port) and await _port_open(self.ip, self.ui_port):
+            if await port_open(self.ip, self.port) and await port_open(self.ip, self.ui_port):
                 return
             await asyncio.sleep(0.1)
         await self.stop()
         raise DevServerError(f"temporal dev server not ready on {self.address} after {ready_timeout:.0f}s")
 
     async def stop(self, grace: float = 10.0) -> None:
-        process = self.process
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.to_thread(process.wait, grace)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            await asyncio.to_thread(process.wait)
+        await stop_process(self.process, grace)
 
 
-async def _port_open(host: str, port: int) -> bool:
+async def stop_process(process: subprocess.Popen[bytes] | None, grace: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL after `grace` seconds: a child that ignores TERM is still reaped."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.to_thread(process.wait, grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        await asyncio.to_thread(process.wait)
+
+
+async def port_open(host: str, port: int) -> bool:
     try:
         _, writer = await asyncio.open_connection(host, port)
     except OSError:
