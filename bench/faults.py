@@ -273,6 +273,8 @@ async def _crashes(
                 proc.kill()
                 at = round(time.monotonic() - t0, 1)
                 chaos.worker_kills.append({"stage": stage, "incident": prefix, "pid": pid, "at_s": at})
+                return
+        planned[stage] -= 1  # that worker had died already: a later attempt gets this kill
 
     async def kill_server(delay: float, down_s: float) -> None:
         await asyncio.sleep(delay)

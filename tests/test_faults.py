@@ -29,7 +29,7 @@ async def test_worker_sigkills_during_diagnosis_and_action_cost_nothing(tmp_path
     faults = _faults()
     campaign = faults.Campaign(
         seed=12,
-        incidents=8,
+        incidents=10,
         worker_kills=6,
         server_kills=0,
         workers=2,
