@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from remedium.cli.common import CommandError
-from remedium.errors import DemoError, DevServerError, StartupError
+from remedium.errors import DemoError, DevServerError, StartupError, TemporalUnreachable
 from remedium.settings import Settings
 
 if TYPE_CHECKING:
@@ -160,14 +160,16 @@ async def up_command(
     try:
         settings = settings.model_copy(update={"temporal_address": server.address})
         async with running_worker(settings):
-            ingress_task = asyncio.create_task(serve_ingress(settings, connect_client(settings), stop, sock))
+            provider = connect_client(settings)
+            await provider()  # connected before the endpoints are printed: printed means ready
+            ingress_task = asyncio.create_task(serve_ingress(settings, provider, stop, sock))
             _print_endpoints(server, settings, sandboxes, state)
             stop_task = asyncio.create_task(stop.wait())
             await asyncio.wait({ingress_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
             stop.set()
             await ingress_task
             stop_task.cancel()
-    except (StartupError, ValueError) as exc:
+    except (StartupError, TemporalUnreachable, ValueError) as exc:
         raise CommandError(str(exc)) from None
     finally:
         await server.stop()
