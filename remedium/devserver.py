@@ -16,6 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
+
 from remedium.errors import DevServerError
 from remedium.names import SEARCH_ATTRIBUTES
 
@@ -92,7 +94,11 @@ class DevServer:
                 raise DevServerError(
                     f"temporal dev server exited with code {self.process.returncode}: {tail.strip()}"
                 )
-            if await port_open(self.ip, self.port) and await port_open(self.ip, self.ui_port):
+            if (
+                await port_open(self.ip, self.port)
+                and await port_open(self.ip, self.ui_port)
+                and await self._ui_reaches_server()
+            ):
                 return
             await asyncio.sleep(0.1)
         await self.stop()
@@ -100,6 +106,20 @@ class DevServer:
 
     async def stop(self, grace: float = 10.0) -> None:
         await stop_process(self.process, grace)
+
+    async def _ui_reaches_server(self) -> bool:
+        """The UI's own connection to the frontend works (an open UI port is not enough).
+
+        The UI dials the frontend when it starts; if that dial came before the frontend listened,
+        its gRPC channel sits in reconnect backoff and every UI call fails with "connection
+        refused" for a while. Ready means an operator's first click works.
+        """
+        try:
+            async with httpx.AsyncClient(timeout=2.0) as http:
+                response = await http.get(f"{self.ui_url}/api/v1/cluster-info")
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200
 
 
 async def stop_process(process: subprocess.Popen[bytes] | None, grace: float = 10.0) -> None:

@@ -11,6 +11,8 @@ turn any of them into one sentence for the user and let nothing else through sil
     ├── SelectorError            a label selector does not parse (also a ValueError)
     ├── StartupError             the worker cannot start safely
     ├── TemporalUnreachable      no Temporal at the configured address
+    │   └── CodecConfigError     REMEDIUM_CODEC_KEYS unusable (also a ValueError)
+    ├── CodecKeyError            a payload's key id is not configured, or its key does not fit
     ├── DevServerError           the embedded dev server did not start
     ├── CommandError             a CLI command failed; carries its exit code
     ├── IncidentError            the client API (remedium.incidents)
@@ -70,6 +72,18 @@ class StartupError(RemediumError):
 
 class TemporalUnreachable(RemediumError):
     """No Temporal server answered at the configured address."""
+
+
+class CodecConfigError(TemporalUnreachable, ValueError):
+    """REMEDIUM_CODEC_KEYS cannot be used, so no connection to Temporal can be made as configured.
+
+    A TemporalUnreachable so every entry point that connects (worker, ingress, CLI) already turns
+    it into its one sentence; a ValueError for those that check configuration before connecting.
+    """
+
+
+class CodecKeyError(RemediumError):
+    """A payload cannot be decrypted with the configured keys (its key id is named, never a key)."""
 
 
 class DevServerError(RemediumError):

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, PrivateAttr, SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -21,8 +21,8 @@ from remedium.names import DEFAULT_NAMESPACE, DEFAULT_TASK_QUEUE
 S = TypeVar("S", bound=BaseSettings)
 
 
-def _flat_names(model: type[BaseSettings], name: str, field: FieldInfo) -> list[str]:
-    """`REMEDIUM_PROMETHEUS_URL` -> `prometheus_url`: the key a `Settings(...)` override uses."""
+def env_names(model: type[BaseSettings], name: str, field: FieldInfo) -> list[str]:
+    """The environment variable(s) a settings field is read from, as the user spells them."""
     alias = field.validation_alias
     if isinstance(alias, AliasChoices):
         envs = [choice for choice in alias.choices if isinstance(choice, str)]
@@ -30,7 +30,12 @@ def _flat_names(model: type[BaseSettings], name: str, field: FieldInfo) -> list[
         envs = [alias]
     else:
         envs = [f"{model.model_config.get('env_prefix', '')}{name}"]
-    return [env.lower().removeprefix("remedium_") for env in envs]
+    return [env.upper() for env in envs]
+
+
+def _flat_names(model: type[BaseSettings], name: str, field: FieldInfo) -> list[str]:
+    """`REMEDIUM_PROMETHEUS_URL` -> `prometheus_url`: the key a `Settings(...)` override uses."""
+    return [env.lower().removeprefix("remedium_") for env in env_names(model, name, field)]
 
 
 class Settings(BaseSettings):
@@ -39,6 +44,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="REMEDIUM_", extra="allow")
 
     temporal_address: str = "localhost:7233"
+    # Explicit REMEDIUM_TEMPORAL_ADDRESS / REMEDIUM_NAMESPACE win over the SDK's TEMPORAL_* env and
+    # TOML profile (remedium/connection.py); set only by connection.embedded() for `up` / `demo`,
+    # whose own dev server is plain gRPC, never from the environment.
+    _embedded_temporal: bool = PrivateAttr(default=False)
     namespace: str = DEFAULT_NAMESPACE
     task_queue: str = DEFAULT_TASK_QUEUE
     runbooks_dir: Path = Path("./runbooks")
@@ -52,6 +61,21 @@ class Settings(BaseSettings):
     insecure_webhooks: bool = False
     max_webhook_bytes: int = 1024 * 1024
     temporal_ui_url: str = Field(default="http://localhost:8233", description="for links in reports")
+    metrics_address: str | None = Field(
+        default=None,
+        description="host:port where the worker serves /metrics (remedium/metrics.py); off when unset",
+    )
+    # Payload encryption (remedium/codec.py) and `remedium codec-server`; README "Payload encryption".
+    codec_keys: SecretStr | None = Field(
+        default=None, description="id:base64key,...: the first encrypts, all decrypt (rotation)"
+    )
+    codec_server_address: str = "127.0.0.1:8888"
+    codec_server_token: SecretStr | None = None
+    insecure_codec_server: bool = False
+    codec_cors_origins: str = Field(
+        default="http://localhost:8233,http://127.0.0.1:8233", description="comma-separated UI origins"
+    )
+    codec_max_request_bytes: int = 8 * 1024 * 1024
     # Worker tuning (bench/README.md has the measurements behind the defaults). The cache holds
     # each running incident's workflow in memory between its tasks; an evicted one is replayed
     # from history on its next task (an approval, a verify tick), which is fast next to a wait.
@@ -63,6 +87,13 @@ class Settings(BaseSettings):
     )
     worker_max_concurrent_activities: int | None = Field(
         default=None, description="activity slots of the normal queue (SDK default when unset)"
+    )
+    # Worker Deployment versioning (remedium/versioning.py): off unless a build id is set.
+    worker_build_id: str | None = Field(
+        default=None, description="this build's id; incidents stay pinned to the build they started on"
+    )
+    worker_deployment_name: str | None = Field(
+        default=None, description="the Worker Deployment (no '.'); the task queue when unset"
     )
 
     @classmethod

@@ -18,6 +18,7 @@ from typing import Any
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import Client
+from temporalio.runtime import Runtime
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
@@ -35,14 +36,17 @@ from remedium.catalog import (
 )
 from remedium.connection import connect
 from remedium.errors import StartupError, TemporalUnreachable
+from remedium.metrics import metrics_runtime
 from remedium.models import Policy, Runbook
 from remedium.names import SEARCH_ATTRIBUTES, urgent_task_queue
 from remedium.policy_loader import load_policy
 from remedium.runbook.loader import load_runbooks
 from remedium.settings import Settings
+from remedium.versioning import deployment_config
 from workflows.freeze import FreezeWorkflow
 from workflows.incident import IncidentWorkflow
 from workflows.limiter import TargetLimiterWorkflow
+from workflows.versioned import VERSIONED_WORKFLOWS
 
 log = logging.getLogger("remedium.worker")
 
@@ -158,13 +162,16 @@ async def running_worker(
     normal worker only (tests saturate it).
     """
     runbooks, policy = load_configuration(settings)
+    versioning = deployment_config(settings)  # one version for both queues; None: unversioned
     try:
-        client = client or await connect(settings)
+        client = client or await connect(settings, runtime=metrics_runtime_of(settings))
     except TemporalUnreachable as exc:
         raise StartupError(str(exc)) from None
-    await check_search_attributes(client, settings.namespace)
+    await check_search_attributes(client, client.namespace)  # TEMPORAL_NAMESPACE may have chosen it
     async with open_clients(settings) as clients:
-        workflows = [IncidentWorkflow, TargetLimiterWorkflow, FreezeWorkflow]
+        workflows: list[type] = [IncidentWorkflow, TargetLimiterWorkflow, FreezeWorkflow]
+        if versioning is not None:  # the same workflows, declaring their versioning behaviour
+            workflows = VERSIONED_WORKFLOWS
         activities = (
             build_activities(runbooks, policy, clients, settings.temporal_ui_url)
             + GuardActivities(client, settings.task_queue).activities()
@@ -182,6 +189,7 @@ async def running_worker(
             activities=activities,
             graceful_shutdown_timeout=timedelta(seconds=10),
             max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
+            deployment_config=versioning,
             **normal_tuning,
         )
         urgent = Worker(
@@ -191,6 +199,7 @@ async def running_worker(
             activities=activities,
             graceful_shutdown_timeout=timedelta(seconds=10),
             max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
+            deployment_config=versioning,
             max_concurrent_activities=URGENT_ACTIVITY_SLOTS,
             max_concurrent_workflow_tasks=URGENT_WORKFLOW_TASK_SLOTS,
             max_cached_workflows=min(URGENT_CACHED_WORKFLOWS, settings.worker_max_cached_workflows),
@@ -202,8 +211,27 @@ async def running_worker(
             len(runbooks),
             ", ".join(rb.name for rb in runbooks) or "none",
         )
+        if versioning is not None:
+            log.info("worker deployment version %s", versioning.version.to_canonical_string())
         async with worker, urgent:
             yield worker
+
+
+def metrics_runtime_of(settings: Settings) -> Runtime | None:
+    """The Runtime serving `/metrics` when REMEDIUM_METRICS_ADDRESS is set (SDK's and ours), else None.
+
+    Only for a client the worker connects itself: a client handed in keeps its own Runtime.
+    """
+    if not settings.metrics_address:
+        return None
+    try:
+        runtime = metrics_runtime(settings.metrics_address)
+    except ValueError as exc:  # the SDK core: address in use, or not host:port
+        raise StartupError(
+            f"cannot serve metrics on REMEDIUM_METRICS_ADDRESS={settings.metrics_address}: {exc}"
+        ) from None
+    log.info("worker metrics on http://%s/metrics", settings.metrics_address)
+    return runtime
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event, client: Client | None = None) -> None:

@@ -55,6 +55,16 @@ def _binary(name: str) -> str:
     return path
 
 
+# A Worker Deployment version's drainage (tests/test_upgrades.py) is re-checked every few minutes by
+# default; these make a drained build show as drained within seconds. Nothing unversioned uses them.
+DRAINAGE_FLAGS = [
+    "--dynamic-config-value",
+    'matching.wv.VersionDrainageStatusRefreshInterval="1s"',
+    "--dynamic-config-value",
+    'matching.wv.VersionDrainageStatusVisibilityGracePeriod="1s"',
+]
+
+
 @pytest.fixture(scope="session")
 async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
     """A real `temporal server start-dev` (in-memory) with our search attributes registered."""
@@ -63,7 +73,7 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
         dev_server_existing_path=_binary("temporal"),
         data_converter=pydantic_data_converter,
         search_attributes=list(SEARCH_ATTRIBUTES),
-        dev_server_extra_args=["--ui-disable-news-fetch"],
+        dev_server_extra_args=["--ui-disable-news-fetch", *DRAINAGE_FLAGS],
     )
     SESSION_STARTUPS["Temporal dev server"] = time.monotonic() - started
     try:

@@ -41,6 +41,8 @@ def test_demo_runs_the_etl_scenario_to_resolution() -> None:
     assert "resolved (expected resolved)" in out
     assert "Jira OPS-1 [Done]" in out
     assert "PATCH /api/v1/namespaces/" in out, "the ConfigMap was really patched in the sandbox cluster"
+    assert out.rstrip().splitlines()[-1].endswith("— OK"), "the verdict is the last line"
+    assert "INFO temporalio" not in done.stderr, "no SDK INFO line (worker shutdown) after the verdict"
 
 
 @pytest.mark.parametrize(("variant", "outcome"), [("recovering", "resolved"), ("worsening", "escalated")])

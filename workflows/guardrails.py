@@ -48,11 +48,14 @@ class Guardrails:
         assert policy is not None
         refusal = blast_radius_refusal(policy, step, dry)
         if refusal is not None:
-            self._journal.record("guard_refused", refusal, step=step.id)
+            self._journal.record("guard_refused", refusal, step=step.id, data={"guard": "blast_radius"})
             return f"blast radius: {refusal}"
         if policy.autonomy == "dry_run_only":
             self._journal.record(
-                "guard_refused", f"policy autonomy is dry_run_only: step {step.id} not run", step=step.id
+                "guard_refused",
+                f"policy autonomy is dry_run_only: step {step.id} not run",
+                step=step.id,
+                data={"guard": "autonomy"},
             )
             return (
                 f"policy autonomy is dry_run_only: step {step.id} ({step.action}) was not run; "
@@ -95,7 +98,12 @@ class Guardrails:
                 return None
             why = f"global freeze by {state.by or 'unknown'}: {state.reason or 'no reason given'}"
             if rules.on_frozen == "escalate":
-                self._journal.record("guard_refused", f"step {step.id} not started: {why}", step=step.id)
+                self._journal.record(
+                    "guard_refused",
+                    f"step {step.id} not started: {why}",
+                    step=step.id,
+                    data={"guard": "freeze"},
+                )
                 return f"step {step.id} not started: {why}"
             if not announced:
                 self._journal.record(
@@ -135,6 +143,6 @@ class Guardrails:
             "rate_limit" if grant.granted else "guard_refused",
             grant.reason,
             step=step.id,
-            data=grant.model_dump(mode="json"),
+            data=grant.model_dump(mode="json") | {"guard": "rate_limit"},
         )
         return None if grant.granted else grant.reason

@@ -36,6 +36,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from remedium.summary import fact_brief, redact
     from workflows.outbox import Outbox
+    from workflows.telemetry import IncidentMetrics
 
 # An incident ends only after its reports went out, or after this long trying.
 REPORT_DRAIN = timedelta(minutes=15)
@@ -55,6 +56,7 @@ class Journal:
         self._outbox: Outbox | None = None
         self._report_seq = 0
         self._ui_url = ""
+        self.metrics = IncidentMetrics()  # counts each entry as it is recorded
 
     # ------------------------------------------------------------ the two primitives
 
@@ -67,18 +69,18 @@ class Journal:
         actor: str = "remedium",
         data: dict[str, Any] | None = None,
     ) -> None:
-        """Append to the audit trail (the `audit` query, and the report's input)."""
-        self.entries.append(
-            AuditEntry(
-                at=workflow.now(),
-                stage=self._stage(),
-                kind=kind,
-                message=message,
-                step=step,
-                actor=actor,
-                data=data or {},
-            )
+        """Append to the audit trail (the `audit` query, and the report's input), and count it."""
+        entry = AuditEntry(
+            at=workflow.now(),
+            stage=self._stage(),
+            kind=kind,
+            message=message,
+            step=step,
+            actor=actor,
+            data=data or {},
         )
+        self.entries.append(entry)
+        self.metrics.observe(entry)
 
     def notify(self, kind: ReportKind, title: str, markdown: str = "", **fields: Any) -> None:
         """Queue an event for Slack/Jira/PagerDuty; never waits, never fails the incident."""
@@ -111,6 +113,7 @@ class Journal:
         """
         self._ui_url = prepared.ui_url
         self._outbox = Outbox(prepared.channels, self.record_report, self.channel_failed)
+        self.metrics.channels(prepared.channels)
         self.notify("opened", f"Remedium took incident: {self._alert.title}", self.opening_note(prepared))
 
     async def close(self, within: timedelta = REPORT_DRAIN) -> None:
@@ -170,6 +173,7 @@ class Journal:
             + (f": {update.note}" if update.note else ""),
             actor=update.by or "upstream",
         )
+        self.metrics.upstream(update.event)
 
     # ------------------------------------------------------------ diagnose / decide
 
@@ -193,7 +197,9 @@ class Journal:
     def diagnostic_refused(self, spec_id: str, kind: str, why: str) -> None:
         """A diagnostic the policy would not let out (http.allow): a guardrail refusal on record."""
         self.record(
-            "guard_refused", f"diagnostic {spec_id} ({kind}) not run: {why}", data={"diagnostic": spec_id}
+            "guard_refused",
+            f"diagnostic {spec_id} ({kind}) not run: {why}",
+            data={"diagnostic": spec_id, "guard": "http_allow"},
         )
 
     def decided(self, decision: RunbookDecision, facts: dict[str, Fact]) -> None:

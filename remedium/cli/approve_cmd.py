@@ -10,16 +10,26 @@ from __future__ import annotations
 
 from temporalio.service import RPCError
 
-from remedium.cli.common import CommandError, connect
+from remedium.cli.common import CommandError, connect, print_json
 from remedium.incidents import DecisionRefused, IncidentNotRunning, decide
 from remedium.models import DecideRequest
 from remedium.settings import Settings
 
 
 async def decide_command(
-    workflow_id: str, verb: str, step: str | None, by: str, reason: str, request: int | None = None
+    workflow_id: str,
+    verb: str,
+    step: str | None,
+    by: str,
+    reason: str,
+    request: int | None = None,
+    as_json: bool = False,
 ) -> int:
-    """Print the incident's answer; exit 1 with one sentence when it refuses or is gone."""
+    """Print the incident's answer; exit 1 with one sentence when it refuses or is gone.
+
+    With `as_json`, the answer is one document: `{"workflow_id", "decision", "step", "by",
+    "request", "accepted": true, "message"}` (a refusal is still one sentence on stderr).
+    """
     client = await connect(Settings.load())
     decision = DecideRequest(
         decision="approve" if verb == "approve" else "reject",
@@ -36,5 +46,18 @@ async def decide_command(
         raise CommandError(f"no running incident {workflow_id!r}") from None
     except RPCError as exc:
         raise CommandError(f"{verb} failed: {exc.message}") from None
-    print(message)
+    if as_json:
+        print_json(
+            {
+                "workflow_id": workflow_id,
+                "decision": decision.decision,
+                "step": step,
+                "by": by,
+                "request": request,
+                "accepted": True,
+                "message": message,
+            }
+        )
+    else:
+        print(message)
     return 0

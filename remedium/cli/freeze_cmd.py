@@ -19,7 +19,7 @@ from temporalio.client import (
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
-from remedium.cli.common import CommandError, connect
+from remedium.cli.common import CommandError, connect, print_json
 from remedium.models import FreezeState
 from remedium.models.common import utc_text
 from remedium.names import FREEZE_UPDATE, FREEZE_WORKFLOW_ID, FREEZE_WORKFLOW_TYPE, UNFREEZE_UPDATE
@@ -46,17 +46,21 @@ def _who(by: str | None) -> str:
         return "unknown"
 
 
-async def freeze_command(freeze: bool, reason: str, by: str | None) -> int:
-    """Freeze (or unfreeze) and say what state the switch is in now."""
+async def freeze_command(freeze: bool, reason: str, by: str | None, as_json: bool = False) -> int:
+    """Freeze (or unfreeze) and say what state the switch is in now.
+
+    With `as_json`, one document: `{"frozen", "changed", "since", "by", "reason"}` (`changed`
+    false when it was already in that state; `since` null when not frozen).
+    """
     settings = Settings.load()
     client = await connect(settings)
     request = FreezeRequest(reason=reason, by=_who(by))
     if freeze:
-        return await _freeze(client, settings.task_queue, request)
-    return await _unfreeze(client, settings.task_queue, request)
+        return await _freeze(client, settings.task_queue, request, as_json)
+    return await _unfreeze(client, settings.task_queue, request, as_json)
 
 
-async def _freeze(client: Client, task_queue: str, request: FreezeRequest) -> int:
+async def _freeze(client: Client, task_queue: str, request: FreezeRequest, as_json: bool = False) -> int:
     start: WithStartWorkflowOperation[Any, FreezeState] = WithStartWorkflowOperation(
         FREEZE_WORKFLOW_TYPE,
         FreezeState(frozen=True, reason=request.reason, by=request.by),
@@ -77,7 +81,19 @@ async def _freeze(client: Client, task_queue: str, request: FreezeRequest) -> in
         # The freeze workflow now exists, and a running one is what every incident checks.
         raise CommandError(_no_worker(task_queue, "the freeze is recorded and holds all the same")) from None
     since = utc_text(state.since) if state.since else "now"
-    if state.by != request.by or state.reason != request.reason:
+    already = state.by != request.by or state.reason != request.reason
+    if as_json:
+        print_json(
+            {
+                "frozen": True,
+                "changed": not already,
+                "since": state.since.isoformat() if state.since else None,
+                "by": state.by,
+                "reason": state.reason,
+            }
+        )
+        return 0
+    if already:
         print(f"already frozen since {since} by {state.by}: {state.reason}")
     else:
         print(f"frozen since {since} by {state.by}: {state.reason}")
@@ -85,7 +101,7 @@ async def _freeze(client: Client, task_queue: str, request: FreezeRequest) -> in
     return 0
 
 
-async def _unfreeze(client: Client, task_queue: str, request: FreezeRequest) -> int:
+async def _unfreeze(client: Client, task_queue: str, request: FreezeRequest, as_json: bool = False) -> int:
     handle = client.get_workflow_handle(FREEZE_WORKFLOW_ID)
     try:
         description = await handle.describe()
@@ -94,7 +110,10 @@ async def _unfreeze(client: Client, task_queue: str, request: FreezeRequest) -> 
             raise
         description = None
     if description is None or description.status != WorkflowExecutionStatus.RUNNING:
-        print("not frozen; nothing to do")
+        if as_json:
+            print_json({"frozen": False, "changed": False, "since": None, "by": request.by, "reason": None})
+        else:
+            print("not frozen; nothing to do")
         return 0
     try:
         await handle.execute_update(
@@ -104,5 +123,8 @@ async def _unfreeze(client: Client, task_queue: str, request: FreezeRequest) -> 
         raise CommandError(
             _no_worker(task_queue, "still frozen; the unfreeze applies once a worker takes it")
         ) from None
-    print(f"unfrozen by {request.by}; incidents waiting on the freeze go ahead")
+    if as_json:
+        print_json({"frozen": False, "changed": True, "since": None, "by": request.by, "reason": None})
+    else:
+        print(f"unfrozen by {request.by}; incidents waiting on the freeze go ahead")
     return 0

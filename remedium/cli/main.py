@@ -46,10 +46,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     validate = runbook.add_parser("validate", help="check runbook (and policy) files")
     validate.add_argument("paths", nargs="+", metavar="PATH")
+    validate.add_argument("--json", action="store_true", help="one JSON document: the problems found")
     test = runbook.add_parser("test", help="show match, rendered plan and dry run for an alert")
     test.add_argument("runbook", metavar="RUNBOOK")
     test.add_argument("--alert", required=True, metavar="ALERT.json")
     test.add_argument("--facts", metavar="FACTS.json", help="diagnostic results to decide with")
+    test.add_argument(
+        "--live", action="store_true", help="read the diagnostics from the configured systems (GET only)"
+    )
+    test.add_argument("--json", action="store_true")
 
     incident = sub.add_parser("incident", help="inspect incidents").add_subparsers(
         dest="incident_command", required=True, metavar="SUBCOMMAND"
@@ -70,6 +75,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--request", type=int, default=None, metavar="N", help="the approval request's number, to bind to"
         )
+        p.add_argument("--json", action="store_true")
 
     approvals = sub.add_parser("approvals", help="every pending approval across incidents")
     approvals.add_argument("--json", action="store_true")
@@ -77,11 +83,19 @@ def _parser() -> argparse.ArgumentParser:
     freeze = sub.add_parser("freeze", help="global kill switch: no state-changing action starts")
     freeze.add_argument("--reason", required=True)
     freeze.add_argument("--as", dest="by", default=None, metavar="USER", help="default: $USER")
+    freeze.add_argument("--json", action="store_true")
     unfreeze = sub.add_parser("unfreeze", help="lift the global freeze")
     unfreeze.add_argument("--as", dest="by", default=None, metavar="USER", help="default: $USER")
+    unfreeze.add_argument("--json", action="store_true")
 
     replay = sub.add_parser("replay", help="replay exported workflow histories (JSON)")
     replay.add_argument("paths", nargs="+", metavar="PATH")
+    replay.add_argument("--json", action="store_true", help="one JSON document; no progress display")
+
+    codec = sub.add_parser(
+        "codec-server", help="the Temporal UI's codec endpoint: decrypt payloads for operators"
+    )
+    codec.add_argument("--address", default=None, help="host:port (default 127.0.0.1:8888)")
     return parser
 
 
@@ -108,15 +122,19 @@ def _dispatch(args: argparse.Namespace) -> int:
     if command == "runbook" and args.runbook_command == "validate":
         from remedium.cli.runbook_cmd import validate_command
 
-        return validate_command(args.paths)
+        return validate_command(args.paths, args.json)
     if command == "runbook":
         from remedium.cli.runbook_try import runbook_test_command
 
-        return asyncio.run(runbook_test_command(args.runbook, args.alert, args.facts))
+        return asyncio.run(runbook_test_command(args.runbook, args.alert, args.facts, args.live, args.json))
     if command == "replay":
         from remedium.cli.replay_cmd import replay_command
 
-        return asyncio.run(replay_command(args.paths))
+        return asyncio.run(replay_command(args.paths, args.json))
+    if command == "codec-server":
+        from remedium.cli.codec_cmd import codec_server_command
+
+        return asyncio.run(codec_server_command(args.address))
     if command in ("up", "demo", "worker", "ingress"):
         return _dispatch_stack(args)
     if command == "incident":
@@ -128,7 +146,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if command in ("approve", "reject"):
         from remedium.cli.approve_cmd import decide_command
 
-        return asyncio.run(decide_command(args.id, command, args.step, args.by, args.reason, args.request))
+        return asyncio.run(
+            decide_command(args.id, command, args.step, args.by, args.reason, args.request, args.json)
+        )
     if command == "approvals":
         from remedium.cli.approvals_cmd import approvals_command
 
@@ -136,7 +156,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if command in ("freeze", "unfreeze"):
         from remedium.cli.freeze_cmd import freeze_command
 
-        return asyncio.run(freeze_command(command == "freeze", getattr(args, "reason", ""), args.by))
+        return asyncio.run(
+            freeze_command(command == "freeze", getattr(args, "reason", ""), args.by, args.json)
+        )
     raise CommandError(f"unknown command {command}", USAGE_ERROR)
 
 

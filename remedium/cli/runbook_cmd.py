@@ -10,14 +10,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from remedium.cli.common import print_json
 from remedium.models.policy import Policy
 from remedium.policy_loader import validate_policy_file
 from remedium.runbook.loader import collect_runbooks, expand_paths
 from remedium.yamldoc import Problem, read_yaml
 
 
-def validate_command(paths: list[str]) -> int:
-    """Print every problem (or a one-line summary when there is none); 0 when all is valid."""
+def validate_command(paths: list[str], as_json: bool = False) -> int:
+    """Print every problem (or a one-line summary when there is none); 0 when all is valid.
+
+    With `as_json`, one document instead: `{"ok", "runbooks", "policies", "problems": [{path,
+    line, col, message}]}`, so CI can annotate each problem without parsing text.
+    """
     runbook_args: list[str] = []
     problems: list[Problem] = []
     policies = 0
@@ -34,6 +39,18 @@ def validate_command(paths: list[str]) -> int:
     runbooks, runbook_problems = collect_runbooks(runbook_args)
     problems += runbook_problems
     problems.sort(key=lambda p: order.get(p.path, len(paths)))  # stable: file order is kept
+    if as_json:
+        print_json(
+            {
+                "ok": not problems,
+                "runbooks": len(runbooks),
+                "policies": policies,
+                "problems": [
+                    {"path": p.path, "line": p.line, "col": p.col, "message": p.message} for p in problems
+                ],
+            }
+        )
+        return 1 if problems else 0
     for problem in problems:
         print(problem)
     if problems:

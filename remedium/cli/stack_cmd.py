@@ -94,21 +94,49 @@ def _abandon(sandboxes: Sandboxes | None, sock: socket.socket | None) -> None:
         sock.close()
 
 
-def _start_sandboxes(settings: Settings, state_dir: Path, ui_port: int) -> tuple[Settings, Sandboxes]:
-    """`up --demo`: start and seed the sandboxes, write their env file, point settings at them."""
+# The ingress's own credentials: a user who set one (to sign test webhooks with it, or because
+# their sender already uses it) keeps it under `up --demo`, as their policy file is kept.
+WEBHOOK_CREDENTIALS = ("pagerduty_webhook_secret", "slack_signing_secret", "alertmanager_token")
+
+
+def _keep_user_credentials(settings: Settings, update: dict[str, Any]) -> list[str]:
+    """Drop from the sandbox's settings each webhook credential the user set; return which."""
+    kept = [key for key in WEBHOOK_CREDENTIALS if getattr(settings, key) is not None]
+    for key in kept:
+        update.pop(key, None)
+    return kept
+
+
+def _start_sandboxes(
+    settings: Settings, state_dir: Path, ui_port: int
+) -> tuple[Settings, Sandboxes, list[str]]:
+    """`up --demo`: start and seed the sandboxes, write their env file, point settings at them.
+
+    Also returns the webhook credentials kept from the user's environment: those are not
+    written to sandbox.env (it says so instead), so no secret of theirs lands in a file.
+    """
     _demo_installed()
     from remedium.demo.sandboxes import DemoSandboxes
 
     sandboxes = DemoSandboxes.start()
     update = sandboxes.settings_update(state_dir, settings.policy_file)
-    sandboxes.write_env(state_dir / "sandbox.env", update)
+    kept = _keep_user_credentials(settings, update)
+    env_file = sandboxes.write_env(state_dir / "sandbox.env", update)
+    if kept:
+        with env_file.open("a") as out:
+            for key in kept:
+                out.write(f"# REMEDIUM_{key.upper()}: yours, from the environment of `remedium up`\n")
     settings = settings.model_copy(update={**update, "temporal_ui_url": f"http://127.0.0.1:{ui_port}"})
     sandboxes.seed_all()
-    return settings, sandboxes
+    return settings, sandboxes, kept
 
 
 def _print_endpoints(
-    server: DevServer, settings: Settings, sandboxes: Sandboxes | None, state_dir: Path
+    server: DevServer,
+    settings: Settings,
+    sandboxes: Sandboxes | None,
+    state_dir: Path,
+    kept: list[str] | None = None,
 ) -> None:
     print(f"Temporal UI:      {server.ui_url}/namespaces/{settings.namespace}/workflows", flush=True)
     print(f"Temporal gRPC:    {server.address}", flush=True)
@@ -119,6 +147,9 @@ def _print_endpoints(
             print(f"{name + ':':<18}{url}", flush=True)
         print(f"Sandbox settings: {state_dir / 'sandbox.env'}", flush=True)
         print(f"Kubeconfig:       {state_dir / 'kubeconfig'}", flush=True)
+        for key in WEBHOOK_CREDENTIALS:  # which secret signs what, never the secret itself
+            whose = "yours (from your environment)" if key in (kept or []) else "the sandbox's (sandbox.env)"
+            print(f"{'Webhook secret:':<18}REMEDIUM_{key.upper()}: {whose}", flush=True)
     print("Press Ctrl-C to stop.", flush=True)
 
 
@@ -126,6 +157,7 @@ async def up_command(
     temporal_port: int, ui_port: int, ingress_address: str | None, state_dir: str, demo: bool
 ) -> int:
     """Dev server, worker and ingress (and with `demo` the sandboxes) until Ctrl-C."""
+    from remedium.connection import embedded
     from remedium.devserver import DevServer
     from remedium.ingress.app import require_webhook_auth
     from remedium.ingress.serve import bind_ingress, connect_client, serve_ingress
@@ -137,8 +169,9 @@ async def up_command(
     settings = Settings.load(**overrides)
     state = Path(state_dir)
     sandboxes: Sandboxes | None = None
+    kept: list[str] = []
     if demo:
-        settings, sandboxes = _start_sandboxes(settings, state, ui_port)
+        settings, sandboxes, kept = _start_sandboxes(settings, state, ui_port)
     server = DevServer(state, temporal_port, ui_port)
     sock = None
     try:
@@ -158,12 +191,12 @@ async def up_command(
         _abandon(sandboxes, sock)
         raise
     try:
-        settings = settings.model_copy(update={"temporal_address": server.address})
+        settings = embedded(settings, server.address)  # plain gRPC: TEMPORAL_* is for real clusters
         async with running_worker(settings):
             provider = connect_client(settings)
             await provider()  # connected before the endpoints are printed: printed means ready
             ingress_task = asyncio.create_task(serve_ingress(settings, provider, stop, sock))
-            _print_endpoints(server, settings, sandboxes, state)
+            _print_endpoints(server, settings, sandboxes, state, kept)
             stop_task = asyncio.create_task(stop.wait())
             await asyncio.wait({ingress_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
             stop.set()

@@ -11,21 +11,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 from temporalio.client import WorkflowHandle
 
-from remedium.connection import connect
+from remedium.connection import connect, embedded
 from remedium.demo.sandboxes import WEBHOOK_SECRET, DemoSandboxes
 from remedium.demo.scenarios import load_scenario
-from remedium.demo.webhook import triggered_delivery
+from remedium.demo.webhook import post_delivery, triggered_delivery
 from remedium.errors import DemoError
 from remedium.models import AuditEntry, IncidentResult
+from remedium.progress import Phase, status, wanted
 from remedium.settings import Settings
 from remedium.untrusted import one_line
 
@@ -68,17 +70,7 @@ async def _follow(handle: WorkflowHandle[Any, Any], done: asyncio.Event) -> None
 
 
 async def _deliver(ingress: str, body: bytes, headers: dict[str, str]) -> str:
-    async with httpx.AsyncClient(timeout=30.0) as http:
-        for _ in range(100):
-            try:
-                response = await http.post(
-                    f"http://{ingress}/webhooks/pagerduty", content=body, headers=headers
-                )
-                break
-            except httpx.TransportError:
-                await asyncio.sleep(0.1)  # the ingress is still binding its port
-        else:
-            raise DemoError(f"the ingress at {ingress} never answered")
+    response = await post_delivery(ingress, body, headers)
     if response.status_code != 202:
         raise DemoError(f"the ingress refused the webhook: {response.status_code} {response.text}")
     workflow_id = str(response.json()["workflow_id"])
@@ -112,12 +104,14 @@ async def run_demo(scenario_name: str, keep_running: bool, variant: str | None =
     from remedium.worker import running_worker
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per HTTP call drowns the timeline
+    interactive = wanted() and sys.stdout.isatty()
     scenario = load_scenario(scenario_name)
     base = Settings.load()
     sandboxes = DemoSandboxes.start()
     state = Path(tempfile.mkdtemp(prefix="remedium-demo-"))
     server = DevServer(state, free_port(), free_port())
     stop = asyncio.Event()
+    startup = contextlib.ExitStack()  # the spinner shown while the stack starts (a terminal only)
     try:
         update = sandboxes.settings_update(state, None)
         ingress = f"127.0.0.1:{free_port()}"
@@ -138,13 +132,16 @@ async def run_demo(scenario_name: str, keep_running: bool, variant: str | None =
         alert = scenario.alert(incident_id)
         sandboxes.pagerduty.add_incident(incident_id, alert.title)
 
-        print(f"Scenario {scenario.NAME}: {alert.title}", flush=True)
+        print(f"Scenario {scenario.NAME}: {one_line(alert.title)}", flush=True)
         started = time.monotonic()
+        phase = startup.enter_context(_starting(interactive))
         await server.start()
-        settings = settings.model_copy(update={"temporal_address": server.address})
+        settings = embedded(settings, server.address)  # plain gRPC: TEMPORAL_* is for real clusters
+        phase("connecting to Temporal and starting the worker")
         client = await connect(settings)
         async with running_worker(settings, client):
             ingress_task = asyncio.create_task(serve_ingress(settings, connect_client(settings), stop))
+            startup.close()
             print(f"Temporal UI: {server.ui_url}/namespaces/{settings.namespace}/workflows", flush=True)
             body, headers = triggered_delivery(
                 alert, WEBHOOK_SECRET, sandboxes.pagerduty.incidents[incident_id]["html_url"]
@@ -166,6 +163,8 @@ async def run_demo(scenario_name: str, keep_running: bool, variant: str | None =
                 print(line, flush=True)
             expected = scenario.EXPECTED_OUTCOME if variant is None else _expected(scenario, variant)
             ok = result.outcome == expected
+            if not keep_running:
+                _quiet_after_verdict()
             print(
                 f"\nIncident {workflow_id}: {result.outcome} (expected {expected}) in {elapsed:.1f}s"
                 f" — {'OK' if ok else 'UNEXPECTED'}",
@@ -174,13 +173,43 @@ async def run_demo(scenario_name: str, keep_running: bool, variant: str | None =
             if keep_running:
                 print(f"Everything stays up; sandbox settings in {state / 'sandbox.env'}. Ctrl-C to stop.")
                 await _wait_for_signal()
+                _quiet_after_verdict()
             stop.set()
             await ingress_task
         return 0 if ok else 1
     finally:
+        startup.close()  # a failed start must not leave the spinner over its error
         stop.set()
         await server.stop()
         sandboxes.stop()
+
+
+@contextlib.contextmanager
+def _starting(enabled: bool) -> Iterator[Phase]:
+    """A spinner while the stack starts; its INFO start-up lines would tear it, so they wait it out."""
+    import logging
+
+    if not enabled:
+        yield lambda text: None
+        return
+    loggers = [logging.getLogger(name) for name in ("remedium", "temporalio")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        with status("starting the Temporal dev server", True) as phase:
+            yield phase
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def _quiet_after_verdict() -> None:
+    """The verdict is the last line: what shutting down logs at INFO (the SDK's "Beginning worker
+    shutdown", the ingress) says nothing the verdict did not; warnings and errors still show."""
+    import logging
+
+    logging.disable(logging.INFO)
 
 
 def _expected(scenario: Any, variant: str) -> str:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
+
+from remedium.errors import DemoError
 from remedium.ingress.pagerduty import sign
 from remedium.models import Alert
 
@@ -47,3 +51,14 @@ def triggered_delivery(alert: Alert, secret: str, html_url: str) -> tuple[bytes,
         "X-PagerDuty-Signature": sign(body, secret.encode()),
     }
     return body, headers
+
+
+async def post_delivery(ingress: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
+    """POST it to the ingress at `ingress` (host:port), waiting while the ingress binds its port."""
+    async with httpx.AsyncClient(timeout=30.0) as http:
+        for _ in range(100):
+            try:
+                return await http.post(f"http://{ingress}/webhooks/pagerduty", content=body, headers=headers)
+            except httpx.TransportError:
+                await asyncio.sleep(0.1)
+    raise DemoError(f"the ingress at {ingress} never answered")

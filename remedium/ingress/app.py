@@ -65,7 +65,7 @@ def create_app(settings: Settings, client: ClientProvider, *, slack_clock: Clock
             )
         except Exception as exc:
             return JSONResponse({"status": "unavailable", "temporal": str(exc)}, status_code=503)
-        return JSONResponse({"status": "ok", "temporal": settings.temporal_address})
+        return JSONResponse({"status": "ok", "temporal": temporal.service_client.config.target_host})
 
     @app.get("/metrics")
     async def metrics_text() -> Response:

@@ -10,6 +10,7 @@ from collections.abc import Generator
 import uvicorn
 from temporalio.client import Client
 
+from remedium.codec import data_converter
 from remedium.connection import connect
 from remedium.ingress.app import ClientProvider, create_app
 from remedium.settings import Settings
@@ -66,6 +67,7 @@ async def serve_ingress(
     settings: Settings, client: ClientProvider, stop: asyncio.Event, sock: socket.socket | None = None
 ) -> None:
     """Serve until `stop` is set; raises ValueError on bad configuration or a port in use."""
+    data_converter(settings)  # bad REMEDIUM_CODEC_KEYS refuse the start, not every webhook after it
     app = create_app(settings, client)
     sock = sock or bind_ingress(settings)
     server = _Server(uvicorn.Config(app, log_level="warning", lifespan="off"))

@@ -2,6 +2,6 @@
 
 from remedium.demo.sandbox.kubernetes.manifests import configmap, cronjob, deployment, job
 from remedium.demo.sandbox.kubernetes.sandbox import KubernetesSandbox
-from remedium.demo.sandbox.kubernetes.server import RecordedRequest
+from remedium.demo.sandbox.kubernetes.server import Access, RecordedRequest
 
-__all__ = ["KubernetesSandbox", "RecordedRequest", "configmap", "cronjob", "deployment", "job"]
+__all__ = ["Access", "KubernetesSandbox", "RecordedRequest", "configmap", "cronjob", "deployment", "job"]

@@ -48,6 +48,10 @@ class Kind:
 KINDS = (
     Kind("apps", "v1", "deployments", "Deployment", ("scale", "status"), short_names=("deploy",)),
     Kind("apps", "v1", "replicasets", "ReplicaSet", ("scale", "status"), short_names=("rs",)),
+    # Stored and served (get, patch, scale) but not reconciled: for the RBAC proof of the actions
+    # that read, annotate or scale them (tests/test_deploy.py).
+    Kind("apps", "v1", "statefulsets", "StatefulSet", ("scale", "status"), short_names=("sts",)),
+    Kind("apps", "v1", "daemonsets", "DaemonSet", ("status",), short_names=("ds",)),
     Kind("", "v1", "pods", "Pod", ("log", "status"), generation=False, short_names=("po",)),
     Kind("", "v1", "configmaps", "ConfigMap", (), generation=False, short_names=("cm",)),
     Kind("", "v1", "events", "Event", (), generation=False, short_names=("ev",)),

@@ -40,6 +40,17 @@ VERSION = {
 _OPEN_PATHS = {"/version", "/healthz", "/livez", "/readyz"}
 
 
+@dataclass(frozen=True)
+class Access:
+    """A request as RBAC sees it, so a test can hold a Role's rules against what the client really sent."""
+
+    verb: str  # get, list, watch, create, update, patch, delete, deletecollection
+    api_group: str  # "" for the core group
+    resource: str  # plural, e.g. "deployments"
+    subresource: str  # "" or e.g. "scale", "log"
+    namespace: str  # "" when cluster-scoped
+
+
 @dataclass
 class RecordedRequest:
     """One request as the client sent it; `body` is the decoded JSON (or text, or None when empty)."""
@@ -50,6 +61,7 @@ class RecordedRequest:
     content_type: str
     body: Any
     status: int = 0
+    access: Access | None = None  # None for non-resource paths (/version, discovery)
 
 
 @dataclass
@@ -177,7 +189,14 @@ class ApiServer:
             body: Any = json.loads(text) if text else None
         except ValueError:
             body = text
-        record = RecordedRequest(method, path, {k: v[-1] for k, v in params.items()}, content_type, body)
+        record = RecordedRequest(
+            method,
+            path,
+            {k: v[-1] for k, v in params.items()},
+            content_type,
+            body,
+            access=_access(method, path, params),
+        )
         with self._lock:
             self.requests.append(record)
         try:
@@ -401,6 +420,32 @@ class ApiServer:
                 "resources": resources,
             }
         raise ApiError(404, "the server could not find the requested resource", details={})
+
+
+def _access(method: str, path: str, params: dict[str, list[str]]) -> Access | None:
+    """The RBAC request attributes of a resource path, served kind or not (an unserved one is still asked)."""
+    parts = path.strip("/").split("/")
+    if parts[0] == "api" and len(parts) >= 3:
+        group, rest = "", parts[2:]
+    elif parts[0] == "apis" and len(parts) >= 4:
+        group, rest = parts[1], parts[3:]
+    else:
+        return None
+    namespace = ""
+    if len(rest) >= 2 and rest[0] == "namespaces" and len(rest) != 2:
+        namespace, rest = rest[1], rest[2:]
+    name = rest[1] if len(rest) > 1 else ""
+    subresource = rest[2] if len(rest) > 2 else ""
+    if method == "GET":
+        watching = _one(params, "watch") in ("true", "1")
+        verb = "watch" if watching else ("get" if name else "list")
+    elif method == "DELETE" and not name:
+        verb = "deletecollection"
+    else:
+        verb = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(
+            method, method.lower()
+        )
+    return Access(verb, group, rest[0], subresource, namespace)
 
 
 def _verb(method: str, route: Route | None) -> str:
