@@ -27,14 +27,21 @@ from remedium.models import (
     VerifyRequest,
     VerifyVerdict,
 )
+from remedium.models.llm import LlmSetup
 from remedium.names import DECIDE_ACTIVITY, PREPARE_ACTIVITY, REPORT_ACTIVITY, VERIFY_ACTIVITY
 from remedium.runbook import engine
 
 
 class RunbookActivities:
     def __init__(
-        self, runbooks: list[Runbook], policy: Policy, channels: list[str] | None = None, ui_url: str = ""
+        self,
+        runbooks: list[Runbook],
+        policy: Policy,
+        channels: list[str] | None = None,
+        ui_url: str = "",
+        llm: LlmSetup | None = None,
     ) -> None:
+        self._llm = llm  # the LLM investigator, when one is configured
         self._runbooks = runbooks
         self._policy = policy
         self._channels = channels or []
@@ -52,6 +59,7 @@ class RunbookActivities:
             channels=self._channels,
             ui_url=self._ui_url,
             vars={rb.name: engine.render_alert_vars(rb, alert) for rb in candidates},
+            llm=self._llm,
         )
 
     @activity.defn(name=DECIDE_ACTIVITY)

@@ -16,11 +16,18 @@ server is SIGKILLed during an action and started again on the same port and file
 `--integrations` is the other campaign: no crashes, the target misbehaves instead — a
 restart or a probe answered 500/503, 429 with Retry-After, no answer until the client
 times out, and outages where the port refuses connections — and every incident must still
-end resolved, each restart applied once.
+end resolved, each restart applied once. The incidents come from PagerDuty and report to
+the Slack, Jira and PagerDuty sandboxes, which misbehave the same way (5xx, 5xx after the
+write landed, 429 with Retry-After, held past the client timeout, stopped and started again
+on the same port; `bench/_reporting_faults.py`), and `--dead-pagerduty` incidents' PagerDuty
+incidents answer 503 for good: per reporter, each incident's outcome must be delivered or
+its failure be a `report_failed` audit entry, never silently missing, never posted twice.
 
 At the end: each incident's outcome and reason; the last line is
-`faults seed S: R resolved, E escalated (reasons), T acted twice, L lost`, and the record
-goes to bench/results/faults-<seed>.json (faults-integrations-<seed>.json).
+`faults seed S: R resolved, E escalated (reasons), T acted twice, L lost` (with
+`--integrations`, followed by `| slack D delivered/F failed-with-audit/M missing/T twice; jira
+...; pagerduty ...`), and the record goes to bench/results/faults-<seed>.json
+(faults-integrations-<seed>.json).
 
     .venv/bin/python bench/faults.py --seed 1 --incidents 50 --worker-kills 20 --server-kills 3
     .venv/bin/python bench/faults.py --seed 1 --incidents 30 --integrations
@@ -44,12 +51,13 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _reporting_faults import ReportingSandboxes, reporter_line
 from _stack import REMEDIUM, Proc, Stack, write_result
 from temporalio.client import WorkflowFailureError
 
 from remedium.demo.recording import TargetService, restart_runbook, write_config
-from remedium.incidents import start_incident
-from remedium.models import Alert, IncidentResult
+from remedium.incidents import show_incident, start_incident
+from remedium.models import Alert, AuditEntry, IncidentResult
 
 INTEGRATION_FAULTS = [
     ("restart", "503"),
@@ -72,6 +80,8 @@ class Campaign:
     workers: int = 2
     integrations: bool = False
     outages: int = 3
+    sandbox_faults: int = 2  # --integrations: of each kind, per reporting sandbox
+    dead_pagerduty: int = 2  # --integrations: incidents whose PagerDuty incident always answers 503
     spread_s: float = 0.4  # between two incident starts
     deadline_s: float = 240.0  # after the last start, for every incident to end
     kill_probability: float | None = None  # per in-flight attempt; None spreads the kills out
@@ -97,6 +107,7 @@ class Outcome:
     restarts_applied: int
     restart_requests: int
     faults_hit: list[str] = field(default_factory=list)
+    closed_s: float | None = None  # from the campaign's start to the incident's result
 
     @property
     def acted_twice(self) -> bool:
@@ -160,8 +171,35 @@ async def _result(stack: Stack, workflow_id: str, stop_at: float) -> IncidentRes
     return None
 
 
+async def _stage(stack: Stack, workflow_id: str) -> str:
+    """Where an incident without a result stands: still running (and where), or unreadable."""
+    try:
+        status = (await show_incident(stack.client, workflow_id)).status
+    except Exception as exc:
+        return f"status unreadable: {str(exc)[:120]}"
+    return f"still running: stage {status.stage}, outcome {status.outcome or 'not yet'}"
+
+
+async def _audits(stack: Stack, workflow_ids: list[str]) -> dict[str, list[AuditEntry] | None]:
+    """Each incident's audit trail (the workers answer the query for closed ones too)."""
+    found: dict[str, list[AuditEntry] | None] = {}
+    for workflow_id in workflow_ids:
+        try:
+            found[workflow_id] = (await show_incident(stack.client, workflow_id)).audit
+        except Exception:
+            found[workflow_id] = None
+    return found
+
+
 async def run(c: Campaign) -> dict[str, Any]:
     rng = random.Random(c.seed)
+    # the reporting sandboxes draw from their own stream: the target's plan stays the seed's
+    reporting_rng = random.Random(c.seed + 2)
+    reporting = (
+        ReportingSandboxes(reporting_rng, c.sandbox_faults, c.incidents * c.spread_s + 20.0)
+        if c.integrations
+        else None
+    )
     chaos = Chaos()
     loop = asyncio.get_running_loop()
     events: asyncio.Queue[tuple[str, str, tuple[str, int], float]] = asyncio.Queue()
@@ -188,8 +226,13 @@ async def run(c: Campaign) -> dict[str, Any]:
     with contextlib.ExitStack() as cleanup:
         workdir = c.workdir or Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="faults-")))
         rb = restart_runbook(name="web-restart", approval_required=False, within="90s", every="2s")
-        rb_dir, policy = write_config(workdir, [rb], required_for=[], allow=[target.url])
         env = {"REMEDIUM_HTTP_TIMEOUT_S": str(CLIENT_TIMEOUT_S)} if c.integrations else {}
+        if reporting is not None:
+            rb["report"] = {"follow_ups": ["find out why the web pool of {{ alert.title }} stopped"]}
+            reporting.start()
+            cleanup.callback(reporting.stop)
+            env.update(reporting.env())
+        rb_dir, policy = write_config(workdir, [rb], required_for=[], allow=[target.url])
         stack = Stack(
             workdir / "stack",
             runbooks_dir=rb_dir,
@@ -204,15 +247,19 @@ async def run(c: Campaign) -> dict[str, Any]:
             await stack.wait_worker_polling()
             stop = asyncio.Event()
             tasks = [asyncio.create_task(_supervise(workers, chaos, stop))]
+            started = time.monotonic()
             if c.integrations:
                 tasks.append(asyncio.create_task(_outages(c, rng, target, chaos, stop)))
             else:
                 tasks.append(asyncio.create_task(_crashes(c, rng, stack, workers, events, chaos, stop)))
-            started = time.monotonic()
+            if reporting is not None:
+                tasks.append(asyncio.create_task(reporting.inject(started, stop)))
             alerts = [
                 Alert(
-                    source="manual",
-                    id=f"faults-{c.seed}-{name}-{os.getpid()}",
+                    source="pagerduty" if reporting else "manual",
+                    id=f"F{c.seed}X{os.getpid()}{name.upper()}"
+                    if reporting
+                    else f"faults-{c.seed}-{name}-{os.getpid()}",
                     title=f"web health check failing ({name})",
                     service="web-frontend",
                     severity="P2",
@@ -220,29 +267,65 @@ async def run(c: Campaign) -> dict[str, Any]:
                 )
                 for name in names
             ]
+            if reporting is not None:
+                dead = set(reporting_rng.sample(range(len(alerts)), min(c.dead_pagerduty, len(alerts))))
+                for i, alert in enumerate(alerts):
+                    reporting.open_incident(alert.id, alert.title, dead=i in dead)
             for alert in alerts:
                 await _start_until_done(stack, alert, time.monotonic() + 60)
                 await asyncio.sleep(c.spread_s)
             stop_at = time.monotonic() + c.deadline_s
-            results = await asyncio.gather(*(_result(stack, a.workflow_id, stop_at) for a in alerts))
+            closed_at: dict[str, float] = {}
+
+            async def closed(workflow_id: str) -> IncidentResult | str | None:
+                result = await _result(stack, workflow_id, stop_at)
+                if result is not None:
+                    closed_at[workflow_id] = round(time.monotonic() - started, 1)
+                return result
+
+            results = await asyncio.gather(*(closed(a.workflow_id) for a in alerts))
             elapsed = time.monotonic() - started
+            unfinished = {
+                a.workflow_id: await _stage(stack, a.workflow_id)
+                for a, r in zip(alerts, results, strict=True)
+                if r is None
+            }
             stop.set()
             await asyncio.gather(*tasks)  # a server that did not come back fails the bench
+            audits = await _audits(stack, [a.workflow_id for a in alerts]) if reporting else {}
     target.stop()
     outcomes = []
-    for name, result in zip(names, results, strict=True):
+    for name, alert, result in zip(names, alerts, results, strict=True):
         restarts = [d for d in target.applied if d.path == f"/{name}/admin/restart"]
         requests = [d for d in target.deliveries if d.path == f"/{name}/admin/restart"]
         outcome: str
         if isinstance(result, IncidentResult):
             outcome, reason = result.outcome, result.reason
         elif result is None:
-            outcome, reason = "lost", f"no result {c.deadline_s:.0f} s after the last start"
+            where = unfinished.get(alert.workflow_id, "")
+            outcome, reason = "lost", f"no result {c.deadline_s:.0f} s after the last start ({where})"
         else:
             outcome, reason = "failed", result
         hit = [f"{kind} {fault}" for prefix, kind, fault in target.injected if prefix == name]
-        outcomes.append(Outcome(name, outcome, reason, len(restarts), len(requests), hit))
-    return _record(c, chaos, outcomes, elapsed)
+        at = closed_at.get(alert.workflow_id) if result is not None else None
+        outcomes.append(Outcome(name, outcome, reason, len(restarts), len(requests), hit, at))
+    record = _record(c, chaos, outcomes, elapsed)
+    if reporting is not None:
+        record["sandbox_faults"] = [
+            {"at_s": f.done_at_s, "sandbox": f.sandbox, "kind": f.kind, "detail": f.detail}
+            for f in reporting.plan
+            if f.done_at_s is not None
+        ]
+        record["reporters"] = tally = reporting.tally({a.workflow_id: a.id for a in alerts}, audits)
+        dead_ids = tally["pagerduty"]["dead_incidents"]
+        tally["pagerduty"]["dead_incidents_closed_s"] = {wf: closed_at.get(wf) for wf in dead_ids}
+        others = [
+            closed_at[a.workflow_id]
+            for a in alerts
+            if a.workflow_id not in dead_ids and a.workflow_id in closed_at
+        ]
+        tally["pagerduty"]["other_incidents_closed_by_s"] = max(others, default=None)
+    return record
 
 
 async def _crashes(
@@ -369,6 +452,7 @@ def _record(c: Campaign, chaos: Chaos, outcomes: list[Outcome], elapsed: float) 
                 "restarts_applied": o.restarts_applied,
                 "restart_requests": o.restart_requests,
                 "faults_hit": o.faults_hit,
+                "closed_s": o.closed_s,
             }
             for o in outcomes
         ],
@@ -379,9 +463,11 @@ def summary_line(record: dict[str, Any]) -> str:
     reasons = "; ".join(f"{n}x {r}" for r, n in record["reasons"].items())
     other = "".join(f", {n} {k}" for k, n in record["other"].items())
     label = "faults integrations" if record["mode"] == "integrations" else "faults"
+    reporters = f" | {reporter_line(record['reporters'])}" if "reporters" in record else ""
     return (
         f"{label} seed {record['seed']}: {record['resolved']} resolved, {record['escalated']} escalated"
         f" ({reasons or 'none'}){other}, {record['acted_twice']} acted twice, {record['lost']} lost"
+        + reporters
     )
 
 
@@ -394,7 +480,25 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--integrations", action="store_true", help="misbehaving target, no crashes")
     parser.add_argument("--outages", type=int, default=3, help="--integrations: refusing spells")
-    parser.add_argument("--deadline", type=float, default=240.0, help="seconds after the last start")
+    parser.add_argument(
+        "--sandbox-faults",
+        type=int,
+        default=2,
+        help="--integrations: faults of each kind per reporting sandbox",
+    )
+    parser.add_argument(
+        "--dead-pagerduty",
+        type=int,
+        default=2,
+        help="--integrations: incidents whose PagerDuty answers 503 for good",
+    )
+    parser.add_argument(
+        "--deadline",
+        type=float,
+        default=None,
+        help="seconds after the last start for every incident to end (240; 600 with --integrations,"
+        " where a dead reporter holds its incident open while each queued report uses its retries)",
+    )
     parser.add_argument("--workdir", type=Path, help="keep the stack's files and logs here")
     args = parser.parse_args()
     c = Campaign(
@@ -405,7 +509,9 @@ def main() -> None:
         workers=args.workers,
         integrations=args.integrations,
         outages=args.outages,
-        deadline_s=args.deadline,
+        sandbox_faults=args.sandbox_faults,
+        dead_pagerduty=args.dead_pagerduty,
+        deadline_s=args.deadline if args.deadline is not None else (600.0 if args.integrations else 240.0),
         workdir=args.workdir,
     )
     record = asyncio.run(run(c))

@@ -24,6 +24,7 @@ turn any of them into one sentence for the user and let nothing else through sil
     │   ├── Unauthorized         bad or missing signature or token (401)
     │   ├── BodyTooLarge         over the size limit (413)
     │   └── MalformedInput       not what the source sends (400); also a ValueError
+    ├── ShadowError              a file that is not an incident history the shadow can read
     └── DemoError                the demo could not run
 
 Activities do not raise these across Temporal: they raise `ApplicationError` with one of
@@ -84,6 +85,10 @@ class CodecConfigError(TemporalUnreachable, ValueError):
 
 class CodecKeyError(RemediumError):
     """A payload cannot be decrypted with the configured keys (its key id is named, never a key)."""
+
+
+class ShadowError(RemediumError):
+    """A file that is not an incident history the shadow replay can read (one sentence, for the CLI)."""
 
 
 class DevServerError(RemediumError):
@@ -175,6 +180,9 @@ class ErrorType:
     REPORT_UNAVAILABLE = "ReportUnavailable"
     APPROVAL_REFUSED = "ApprovalRefused"
     GUARD_REFUSED = "GuardRefused"  # the policy forbids it (http.allow): never retried
+    ABOVE_CAP = "AboveCap"  # `autonomy set` above the policy's cap
+    UNKNOWN_INCIDENT = "UnknownIncident"  # a review of an incident not in the runbook's record
+    BREAKER_RESET_REFUSED = "BreakerResetRefused"  # `breaker reset` by a non-approver, or too late
 
     @staticmethod
     def http_status(code: int) -> str:

@@ -355,3 +355,19 @@ async def list_pending_approvals(client: Client, limit: int = 200) -> tuple[list
             rows.append(PendingRow(workflow_id=wf.id, approval=status.pending_approval))
     rows.sort(key=lambda row: row.approval.deadline)
     return rows, unreadable
+
+
+async def export_history(client: Client, workflow_id: str) -> str:
+    """One incident's history as JSON (`WorkflowHistory.to_json()`), running or closed: what
+    `remedium replay` and `replay --shadow` read. Payloads stay as stored (encrypted ones too).
+
+    Raises IncidentNotFound when no workflow has the id.
+    """
+    handle = client.get_workflow_handle(workflow_id)
+    try:
+        history = await handle.fetch_history()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise IncidentNotFound(f"no incident {workflow_id!r}") from None
+        raise
+    return history.to_json()

@@ -93,6 +93,34 @@ INTERVENTIONS = Family(
     "intervention frequency, per runbook",
 )
 
+LLM_CALLS = Family(
+    "remedium_llm_calls_total",
+    "counter",
+    ("result",),
+    "LLM investigator Chat Completions calls, by result (answered, failed, cut: cancelled by the "
+    "breaker's time limit)",
+)
+LLM_TOKENS = Family(
+    "remedium_llm_tokens_total",
+    "counter",
+    ("kind",),
+    "Tokens the LLM API reported in answered calls' usage, by kind (prompt, completion)",
+)
+LLM_COST = Family(
+    "remedium_llm_cost_microusd_total",
+    "counter",
+    (),
+    "Millionths of a USD spent on answered LLM calls (usage times the configured prices, rounded "
+    "per call): the SDK's counters are integers; divide by 1e6 for USD",
+)
+BREAKER_TRANSITIONS = Family(
+    "remedium_breaker_transitions_total",
+    "counter",
+    ("state",),
+    "LLM investigation circuit breaker transitions, by the state entered (TRIGGERED, "
+    "CIRCUIT_BROKEN, ARMED: re-armed by a human)",
+)
+
 FAMILIES = (
     INCIDENTS,
     TIME_TO_FIRST_ACTION,
@@ -104,6 +132,10 @@ FAMILIES = (
     ROLLBACKS,
     REPORTER_FAILURES,
     INTERVENTIONS,
+    LLM_CALLS,
+    LLM_TOKENS,
+    LLM_COST,
+    BREAKER_TRANSITIONS,
 )
 
 # Every label value a family can take, so the worker can start each series at 0 when it first
@@ -124,6 +156,9 @@ GUARD_EFFECTS = (
     ("rate_limit", "refused"),
     ("http_allow", "refused"),
 )
+LLM_CALL_RESULTS = ("answered", "failed", "cut")
+LLM_TOKEN_KINDS = ("prompt", "completion")
+BREAKER_STATES = ("TRIGGERED", "CIRCUIT_BROKEN", "ARMED")
 
 # Incidents take seconds (an automatic fix) to hours (a human at night): buckets span both.
 DURATION_BUCKETS_S = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0)

@@ -26,6 +26,7 @@ WORKFLOW_TYPE = "IncidentWorkflow"
 LIMITER_WORKFLOW_TYPE = "TargetLimiter"
 FREEZE_WORKFLOW_TYPE = "Freeze"
 FREEZE_WORKFLOW_ID = "remedium-freeze"
+AUTONOMY_WORKFLOW_TYPE = "Autonomy"
 
 # The engine's own activities (the workflow calls them; activities/engine.py and guards.py define them).
 PREPARE_ACTIVITY = "incident.prepare"
@@ -36,6 +37,16 @@ ACQUIRE_SLOT_ACTIVITY = "guard.acquire_slot"
 FREEZE_STATE_ACTIVITY = "guard.freeze_state"
 # Re-verifies a Slack click the `decide` update carries (activities/slack.py defines it).
 VERIFY_SLACK_ACTIVITY = "approval.verify_slack"
+# The policy's `rules` for one step (activities/rules.py defines it).
+POLICY_RULES_ACTIVITY = "policy.rules"
+# The runbook's earned-autonomy entity (activities/autonomy.py defines them).
+AUTONOMY_STANDING_ACTIVITY = "autonomy.standing"
+AUTONOMY_REPORT_ACTIVITY = "autonomy.report"
+# The LLM investigator's (activities/llm.py defines them, workflows/investigation.py calls them).
+LLM_CHAT_ACTIVITY = "llm.chat"
+LLM_PROPOSE_ACTIVITY = "llm.propose"
+# The runbook `diagnose` kind answered by the investigator in the workflow, not by a `diagnose.*` activity.
+LLM_DIAGNOSTIC_KIND = "llm"
 ENGINE_ACTIVITIES = (
     PREPARE_ACTIVITY,
     DECIDE_ACTIVITY,
@@ -44,6 +55,11 @@ ENGINE_ACTIVITIES = (
     ACQUIRE_SLOT_ACTIVITY,
     FREEZE_STATE_ACTIVITY,
     VERIFY_SLACK_ACTIVITY,
+    POLICY_RULES_ACTIVITY,
+    AUTONOMY_STANDING_ACTIVITY,
+    AUTONOMY_REPORT_ACTIVITY,
+    LLM_CHAT_ACTIVITY,
+    LLM_PROPOSE_ACTIVITY,
 )
 
 ActionPhase = Literal["dry_run", "execute", "rollback"]
@@ -77,6 +93,13 @@ GRANTS_QUERY = "grants"
 FREEZE_UPDATE = "freeze"
 UNFREEZE_UPDATE = "unfreeze"
 FREEZE_STATE_QUERY = "state"
+BREAKER_RESET_UPDATE = "breaker_reset"  # IncidentWorkflow's: re-arms the LLM investigation's breaker
+
+# Of the autonomy entity (one per runbook).
+OUTCOME_SIGNAL = "outcome"
+SET_LEVEL_UPDATE = "set_level"
+REVIEW_UPDATE = "review"
+AUTONOMY_QUERY = "autonomy"
 
 SA_SERVICE = SearchAttributeKey.for_keyword("IncidentService")
 SA_SEVERITY = SearchAttributeKey.for_keyword("IncidentSeverity")
@@ -92,3 +115,8 @@ def incident_workflow_id(source: str, source_id: str) -> str:
 
 def limiter_workflow_id(action: str, target: str) -> str:
     return f"ratelimit/{action}/{target}"
+
+
+def autonomy_workflow_id(runbook: str) -> str:
+    """`autonomy-<runbook>`: one entity keeps each runbook's record and level."""
+    return f"autonomy-{runbook}"

@@ -12,6 +12,7 @@ from temporalio.worker import Replayer
 from remedium.codec import data_converter
 from remedium.errors import CodecConfigError
 from remedium.settings import Settings
+from workflows.autonomy import AutonomyWorkflow
 from workflows.incident import IncidentWorkflow
 
 
@@ -41,7 +42,7 @@ async def replay_paths(
         )
     except CodecConfigError as exc:  # bad REMEDIUM_CODEC_KEYS: every history fails, saying why
         return [(path, str(exc)) for path in history_files(paths)]
-    replayer = Replayer(workflows=workflows or [IncidentWorkflow], data_converter=converter)
+    replayer = Replayer(workflows=workflows or [IncidentWorkflow, AutonomyWorkflow], data_converter=converter)
     results: list[tuple[Path, str | None]] = []
     for path in history_files(paths):
         try:

@@ -22,8 +22,11 @@ from temporalio.runtime import Runtime
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
+from activities.autonomy import AutonomyActivities
 from activities.engine import RunbookActivities
 from activities.guards import GuardActivities
+from activities.llm import LlmActivities
+from activities.rules import evaluate_policy_rules
 from activities.slack import SlackApprovalActivities
 from remedium.bindings import HEARTBEAT_THROTTLE, action_activities, diagnostic_activity, reporter_activity
 from remedium.catalog import (
@@ -43,6 +46,7 @@ from remedium.policy_loader import load_policy
 from remedium.runbook.loader import load_runbooks
 from remedium.settings import Settings
 from remedium.versioning import deployment_config
+from workflows.autonomy import AutonomyWorkflow
 from workflows.freeze import FreezeWorkflow
 from workflows.incident import IncidentWorkflow
 from workflows.limiter import TargetLimiterWorkflow
@@ -131,8 +135,11 @@ def build_activities(
     for reporter_cls in reporters.values():
         activities.append(reporter_activity(reporter_cls.build(clients)))
     channels = configured_channels(clients, sorted(reporters))
-    activities += RunbookActivities(runbooks, policy, channels, ui_url).activities()  # type: ignore[arg-type]
+    investigator = LlmActivities.build(clients, runbooks)
+    activities += RunbookActivities(runbooks, policy, channels, ui_url, investigator.setup()).activities()  # type: ignore[arg-type]
+    activities += investigator.activities()  # type: ignore[arg-type]
     activities += SlackApprovalActivities.build(clients).activities()
+    activities.append(evaluate_policy_rules)
     return activities
 
 
@@ -169,12 +176,13 @@ async def running_worker(
         raise StartupError(str(exc)) from None
     await check_search_attributes(client, client.namespace)  # TEMPORAL_NAMESPACE may have chosen it
     async with open_clients(settings) as clients:
-        workflows: list[type] = [IncidentWorkflow, TargetLimiterWorkflow, FreezeWorkflow]
+        workflows: list[type] = [IncidentWorkflow, TargetLimiterWorkflow, FreezeWorkflow, AutonomyWorkflow]
         if versioning is not None:  # the same workflows, declaring their versioning behaviour
             workflows = VERSIONED_WORKFLOWS
         activities = (
             build_activities(runbooks, policy, clients, settings.temporal_ui_url)
             + GuardActivities(client, settings.task_queue).activities()
+            + AutonomyActivities(client, settings.task_queue).activities()
         )
         normal_tuning: dict[str, Any] = {"max_cached_workflows": settings.worker_max_cached_workflows}
         if settings.worker_max_concurrent_workflow_tasks is not None:

@@ -15,6 +15,7 @@ import httpx
 from temporalio import activity
 from temporalio.client import Client
 
+from activities.autonomy import AutonomyActivities
 from activities.guards import GuardActivities
 from remedium import names
 from remedium.catalog import Clients, reporter_catalog
@@ -39,7 +40,8 @@ async def _worker_activity_names(client: Client) -> set[str]:
     runbooks = load_runbooks([REPO / "runbooks"])
     async with open_clients(Settings()) as clients:
         built = build_activities(runbooks, Policy(), clients)
-    return _registered(built + GuardActivities(client, names.DEFAULT_TASK_QUEUE).activities())
+    guards = GuardActivities(client, names.DEFAULT_TASK_QUEUE).activities()
+    return _registered(built + guards + AutonomyActivities(client, names.DEFAULT_TASK_QUEUE).activities())
 
 
 def _called_by_workflows() -> tuple[set[str], list[str]]:

@@ -4,10 +4,13 @@ One worker (with REMEDIUM_METRICS_ADDRESS) and one ingress run the demo scenario
 sandboxes, all at once: the ETL job (resolved), the crash loop that gets worse (rolled back,
 escalated; its PagerDuty incident does not exist, so that reporter fails), a web service
 restart a human approves through the `decide` update (resolved), and a web alert whose
-health URL the policy does not allow (a guard trip; escalated without a runbook). The real
-Prometheus binary scrapes both `/metrics` endpoints every second; then every panel query of
-`deploy/grafana/dashboards/remedium.json` must return data, and every metric family the
-README documents must carry its labels with the counts these four incidents imply.
+health URL the policy does not allow (a guard trip; escalated without a runbook); and an
+alert no runbook matches, investigated by the LLM sandbox's runaway model until the circuit
+breaker breaks at the policy's `llm.max_llm_calls` (LLM calls, tokens, cost, transitions;
+then terminated, so it ends no incident). The real Prometheus binary scrapes both `/metrics`
+endpoints every second; then every panel query of `deploy/grafana/dashboards/remedium.json`
+must return data, and every metric family the README documents must carry its labels with
+the counts these incidents imply.
 """
 
 from __future__ import annotations
@@ -36,12 +39,13 @@ from temporalio.testing import WorkflowEnvironment
 from remedium import metrics
 from remedium.connection import embedded
 from remedium.demo.run import free_port
-from remedium.demo.sandboxes import DEMO_POLICY, WEBHOOK_SECRET, DemoSandboxes
+from remedium.demo.sandbox import llm as sandbox_llm
+from remedium.demo.sandboxes import DEMO_LLM_PRICES, DEMO_POLICY, WEBHOOK_SECRET, DemoSandboxes
 from remedium.demo.scenarios import load_scenario
 from remedium.demo.webhook import post_delivery, triggered_delivery
 from remedium.errors import StartupError
 from remedium.ingress.serve import connect_client, serve_ingress
-from remedium.models import Alert, DecideRequest, IncidentResult
+from remedium.models import Alert, DecideRequest, IncidentResult, IncidentStatus
 from remedium.settings import Settings
 from remedium.worker import metrics_runtime_of, running_worker
 from tests.conftest import dev_address, require_real
@@ -52,6 +56,7 @@ REPO = Path(__file__).resolve().parent.parent
 DASHBOARD = REPO / "deploy" / "grafana" / "dashboards" / "remedium.json"
 # What Grafana substitutes, chosen for a 1 s scrape interval and a run of about a minute.
 IDLE_MAY_BE_ZERO = {"Task slots used"}
+LLM_MAX_CALLS = 2  # the runaway model is stopped by the breaker after this many answered calls
 TEMPLATE = {"$__rate_interval": "1m", "$__range": "15m", "${datasource}": "prometheus"}
 
 
@@ -138,6 +143,7 @@ def _policy(tmp: Path, allowed: str) -> Path:
     policy = yaml.safe_load(DEMO_POLICY)
     policy["blast_radius"]["always_approve"] = ["http.request"]
     policy["http"] = {"allow": [allowed]}
+    policy["llm"] = {"max_llm_calls": LLM_MAX_CALLS}
     path = tmp / "policy.yaml"
     path.write_text(yaml.safe_dump(policy))
     return path
@@ -169,7 +175,7 @@ async def run(dev_env: WorkflowEnvironment, sandboxes: DemoSandboxes) -> AsyncIt
     crashloop.seed(world, "worsening")
     metrics_address, ingress = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     settings = Settings(
-        **sandboxes.settings_update(tmp, _policy(tmp, f"{target.url}/")),
+        **sandboxes.settings_update(tmp, _policy(tmp, f"{target.url}/")) | {"llm_model": sandbox_llm.RUNAWAY},
         runbooks_dir=REPO / "runbooks",
         task_queue=f"dash-{uuid.uuid4().hex[:8]}",
         ingress_address=ingress,
@@ -216,6 +222,22 @@ async def run(dev_env: WorkflowEnvironment, sandboxes: DemoSandboxes) -> AsyncIt
                 bool,
             )
             refused = await start(client, settings, unlisted)
+            # An alert no runbook matches: the LLM investigates. Its series started at 0 with the
+            # first incident's trigger; once a scrape has them, its calls are increases too.
+            await prometheus.until(
+                f'remedium_llm_calls_total{{result="answered",task_queue="{settings.task_queue}"}}', bool
+            )
+            investigated = await start(
+                client,
+                settings,
+                Alert(
+                    source="manual",
+                    id=f"dash-llm-{uuid.uuid4().hex[:8]}",
+                    title="Deployment payments/api: error rate above SLO",
+                    service="payments-api",
+                    severity="P2",
+                ),
+            )
 
             # The approval's counters start at 0 when it is asked; let a scrape see them first, so
             # the decision is an increase Prometheus can show.
@@ -236,6 +258,14 @@ async def run(dev_env: WorkflowEnvironment, sandboxes: DemoSandboxes) -> AsyncIt
                 outcomes[name] = await asyncio.wait_for(handle.result(), timeout=180)
             outcomes["web"] = await asyncio.wait_for(web.result(), timeout=180)
             outcomes["refused"] = await asyncio.wait_for(refused.result(), timeout=180)
+            deadline = time.monotonic() + 120
+            while True:  # broken, it waits for a human reset: the test ends it instead
+                status = await investigated.query("status", result_type=IncidentStatus)
+                if status.breaker is not None and status.breaker.state == "CIRCUIT_BROKEN":
+                    break
+                assert time.monotonic() < deadline, f"the breaker never broke: {status.breaker}"
+                await asyncio.sleep(0.3)
+            await investigated.terminate("dashboard test: the breaker broke; nobody will reset it")
             await prometheus.until(
                 "sum(remedium_incidents_total)",
                 lambda r: bool(r) and _value(r) == 4,
@@ -360,6 +390,17 @@ async def test_each_metric_family_has_its_labels_and_counts(run: Run) -> None:
     )
     assert await count('remedium_reporter_failures_total{channel="pagerduty"}') >= 1
     assert await count('remedium_reporter_failures_total{channel="slack"}') == 0
+    # The runaway investigation: answered calls, their usage and cost, then the breaker.
+    usages = [sandbox_llm.usage(sandbox_llm.RUNAWAY, step) for step in range(LLM_MAX_CALLS)]
+    assert await count('remedium_llm_calls_total{result="answered"}') == LLM_MAX_CALLS
+    assert await count('remedium_llm_calls_total{result="failed"}') == 0
+    assert await count('remedium_llm_tokens_total{kind="prompt"}') == sum(p for p, _ in usages)
+    assert await count('remedium_llm_tokens_total{kind="completion"}') == sum(c for _, c in usages)
+    micro_usd = sum(round(p * DEMO_LLM_PRICES[0] + c * DEMO_LLM_PRICES[1]) for p, c in usages)
+    assert await count("remedium_llm_cost_microusd_total") == micro_usd
+    assert await count('remedium_breaker_transitions_total{state="TRIGGERED"}') == 1
+    assert await count('remedium_breaker_transitions_total{state="CIRCUIT_BROKEN"}') == 1
+    assert await count('remedium_breaker_transitions_total{state="ARMED"}') == 0
     # The ingress's own counters, and the SDK's, come through the same scrape.
     assert await count('remedium_webhooks_total{source="pagerduty",outcome="started"}') == 2
     assert await count('temporal_num_pollers{poller_type="workflow_task"}') > 0

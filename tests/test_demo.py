@@ -41,6 +41,9 @@ def test_demo_runs_the_etl_scenario_to_resolution() -> None:
     assert "resolved (expected resolved)" in out
     assert "Jira OPS-1 [Done]" in out
     assert "PATCH /api/v1/namespaces/" in out, "the ConfigMap was really patched in the sandbox cluster"
+    # The demo policy's `trust` starts each runbook at conditional: the timeline says so.
+    level = [line for line in out.splitlines() if " autonomy " in line and "runs at level" in line]
+    assert level and "runbook etl-source-timeout runs at level conditional" in level[0], out
     assert out.rstrip().splitlines()[-1].endswith("— OK"), "the verdict is the last line"
     assert "INFO temporalio" not in done.stderr, "no SDK INFO line (worker shutdown) after the verdict"
 
@@ -59,7 +62,10 @@ def test_demo_crashloop_variants_end_as_expected(variant: str, outcome: str) -> 
 def test_unknown_scenario_is_a_clear_error() -> None:
     done = _run("demo", "--scenario", "no-such-thing", timeout=60)
     assert done.returncode == 1
-    assert "unknown scenario 'no-such-thing'; known: crashloop-restart, etl-source-timeout" in done.stderr
+    assert (
+        "unknown scenario 'no-such-thing'; known: crashloop-restart, etl-source-timeout, unknown-crashloop"
+        in done.stderr
+    )
 
 
 def test_up_demo_serves_a_seeded_sandbox_cluster_and_stops_cleanly(tmp_path: Path) -> None:

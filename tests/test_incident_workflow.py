@@ -272,4 +272,6 @@ async def test_status_query_and_current_details_guide_the_operator(
     signals = {s.name: s.description for s in metadata.definition.signal_definitions}
     assert set(signals) >= {"approve", "reject", "external_update"}
     assert all(signals.values())
-    assert [u.name for u in metadata.definition.update_definitions] == ["decide"]
+    updates = {u.name: u.description for u in metadata.definition.update_definitions}
+    assert set(updates) == {"decide", "breaker_reset"}  # the UI lists each with its description
+    assert all(updates.values())

@@ -27,7 +27,8 @@ class IncidentWorkflowWithExtraTimer(IncidentWorkflow):
 
 def test_histories_are_committed() -> None:
     names = sorted(p.stem for p in HISTORIES.glob("*.json"))
-    assert names == ["approval-timeout", "approved-resolved", "rejected", "verify-failed-rolled-back"]
+    fixtures = ["approval-timeout", "approved-resolved", "rejected", "verify-failed-rolled-back"]
+    assert set(fixtures) <= set(names)  # the incident library adds more (tests/test_shadow.py)
 
 
 def test_remedium_replay_accepts_current_code() -> None:
@@ -39,12 +40,13 @@ def test_remedium_replay_accepts_current_code() -> None:
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout.strip().splitlines()[-1] == "4 replayed, 0 failed"
+    count = len(list(HISTORIES.glob("*.json")))
+    assert done.stdout.strip().splitlines()[-1] == f"{count} replayed, 0 failed"
 
 
 async def test_changed_workflow_fails_replay() -> None:
     results = await replay_paths([HISTORIES], workflows=[IncidentWorkflowWithExtraTimer])
-    assert len(results) == 4
+    assert len(results) == len(list(HISTORIES.glob("*.json")))
     for path, error in results:
         assert error is not None, f"{path.name} replayed despite the extra timer"
         assert error.startswith("NondeterminismError"), error

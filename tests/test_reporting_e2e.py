@@ -211,6 +211,12 @@ async def test_rate_limits_timeouts_and_a_down_pagerduty(
     assert len(target.applied) == 1
     failed_channels = {str(e.data.get("channel")) for e in audit if e.kind == "report_failed"}
     assert failed_channels == {"pagerduty"}, [e.message for e in audit if e.kind == "report_failed"]
+    # Events queued while PagerDuty's first report was still retrying are dropped once it has
+    # failed, each audited, instead of each spending the whole retry budget in turn.
+    skipped = [e for e in audit if e.kind == "report_failed" and e.data.get("skipped")]
+    assert skipped and all("not sent: the channel failed earlier" in e.message for e in skipped)
+    attempts = [e for e in audit if e.kind == "report_failed" and not e.data.get("skipped")]
+    assert len(attempts) <= 2, [e.message for e in attempts]  # the first failure (and the outcome)
 
     thread, text = _thread_text(slack_sandbox)
     assert "Reporting to pagerduty failed" in text

@@ -27,7 +27,7 @@ INVALID = FIXTURES / "runbooks" / "invalid"
 POLICIES = FIXTURES / "policies"
 
 # Every registered kind is listed in the message, so an operator sees what they could have meant.
-KNOWN_DIAGNOSTICS = "http, kubernetes, logs, metric"
+KNOWN_DIAGNOSTICS = "http, kubernetes, llm, logs, metric"
 KNOWN_ACTIONS = ", ".join(
     [
         "http.request",

@@ -39,7 +39,7 @@ def test_workflow_names_are_the_recorded_ones() -> None:
     incident = workflow._Definition.must_from_class(IncidentWorkflow)
     assert incident.name == "IncidentWorkflow"
     assert set(incident.signals) == {"approve", "external_update", "reject"}
-    assert set(incident.updates) == {"decide"}
+    assert set(incident.updates) == {"decide", "breaker_reset"}
     assert set(incident.queries) == {"audit", "status"}
     assert incident.signals["approve"].description == (
         "Approve the pending step. "

@@ -11,7 +11,9 @@ Identity: a signal or a plain update names its sender, nobody proves it (`self-d
 the audit). A Slack click is verified by the worker (the `approval.verify_slack` activity,
 which re-checks the raw request's signature), and its user id must map to an approver of the
 policy, whose name is then used. `approval.require_verified` makes a risk level count only
-verified approvals; `approval.quorum` makes a step wait for N distinct approvers.
+verified approvals; `approval.quorum` makes a step wait for N distinct approvers. A policy
+rule that requires approval (`workflows/rules.py`) sets `rule` before the request opens: its
+quorum (when higher) and its approvers apply, and the request names the rule.
 
 Binding: a decision must name the step, and may name the request number; a step is asked at
 most once per incident, so a decision sent for one request can never approve a later one.
@@ -47,6 +49,7 @@ with workflow.unsafe.imports_passed_through():
         Stage,
     )
     from remedium.models.common import utc_text
+    from remedium.models.rules import RuleDecision
     from remedium.names import VERIFY_SLACK_ACTIVITY
     from workflows.journal import Journal
     from workflows.retries import ENGINE_RETRY, ENGINE_TIMEOUT, failure_message
@@ -113,6 +116,7 @@ class ApprovalGate:
         self.pending: PendingApproval | None = None
         self.verdict: Approval | None = None
         self._requests = 0
+        self.rule: RuleDecision | None = None  # a policy rule's requirement for the next request
         self._journal = journal
         self._stage = stage
         self._policy = policy
@@ -132,6 +136,7 @@ class ApprovalGate:
         now = workflow.now()
         self._requests += 1
         self.verdict = None
+        rule, self.rule = self.rule, None
         self.pending = PendingApproval(
             step=step.id,
             action=step.action,
@@ -139,10 +144,11 @@ class ApprovalGate:
             dry_run=dry,
             requested_at=now,
             deadline=now + timeout,
-            approvers=rules.names(),
+            approvers=(rule.approvers if rule and rule.approvers else rules.names()),
             request=self._requests,
-            quorum=rules.quorum_for(step.risk),
+            quorum=max(rules.quorum_for(step.risk), rule.quorum if rule else 1),
             verified_only=rules.verified_only(step.risk),
+            rule=rule.rule if rule else None,
         )
         needs = []
         if self.pending.quorum > 1:
@@ -152,12 +158,14 @@ class ApprovalGate:
         self._journal.record(
             "approval_requested",
             f"step {step.id} waits for approval until {utc_text(self.pending.deadline)}"
-            + (f"; it needs {' and '.join(needs)}" if needs else ""),
+            + (f"; it needs {' and '.join(needs)}" if needs else "")
+            + (f" (policy rule {rule.rule})" if rule else ""),
             step=step.id,
             data={
                 "request": self.pending.request,
                 "quorum": self.pending.quorum,
                 "verified_only": self.pending.verified_only,
+                **({"rule": rule.rule, "approvers": self.pending.approvers} if rule else {}),
             },
         )
         return timeout
@@ -315,6 +323,10 @@ class ApprovalGate:
         assert policy is not None
         if claim.verified is None and not policy.approval.allows(by):
             return f"{by!r} may not approve: the policy allows {', '.join(policy.approval.names())}"
+        if pending.rule is not None and "*" not in pending.approvers and by not in pending.approvers:
+            return f"{by!r} may not approve step {pending.step}: policy rule {pending.rule} allows only " + (
+                ", ".join(pending.approvers)
+            )
         if claim.step is None:
             if workflow.patched(STEP_REQUIRED):
                 return f"it names no step; the pending step is {json.dumps(pending.step)}: " + (

@@ -21,6 +21,25 @@ def current_details(status: IncidentStatus) -> str:
         + f" · **Service:** {alert.service or '-'} · **Severity:** {alert.severity or '-'}"
         + f" · **Runbook:** {status.runbook or '-'}",
     ]
+    if status.level is not None:
+        lines.append(
+            f"**Autonomy level:** `{status.level}`"
+            + (
+                f" · flagged for review: `remedium review {status.workflow_id} --verdict good|bad`"
+                if status.review
+                else ""
+            )
+        )
+    breaker = status.breaker
+    if breaker is not None:
+        lines += [
+            "",
+            f"**LLM breaker:** `{breaker.state}` · ${breaker.cost_usd:.6f} · "
+            f"{breaker.llm_calls} LLM call(s) · {breaker.tool_calls} tool call(s)"
+            + (f" · {breaker.reason}" if breaker.reason else ""),
+        ]
+        if breaker.state == "CIRCUIT_BROKEN":
+            lines.append(f"Re-arm it: `remedium breaker reset {status.workflow_id} --as <you>`.")
     pending = status.pending_approval
     if pending is not None:
         body = json.dumps(

@@ -39,12 +39,9 @@ with workflow.unsafe.imports_passed_through():
         RenderedStep,
         Report,
         ReportRequest,
-        RollbackRequest,
         Runbook,
         RunbookDecision,
         Stage,
-        VerifyRequest,
-        VerifyVerdict,
     )
     from remedium.models.runbook import DiagnosticSpec
     from remedium.names import (
@@ -53,20 +50,24 @@ with workflow.unsafe.imports_passed_through():
         DECIDE_ACTIVITY,
         DECIDE_UPDATE,
         EXTERNAL_UPDATE_SIGNAL,
+        LLM_DIAGNOSTIC_KIND,
         PREPARE_ACTIVITY,
         REJECT_SIGNAL,
         REPORT_ACTIVITY,
         SA_RUNBOOK,
         STATUS_QUERY,
-        VERIFY_ACTIVITY,
         WORKFLOW_TYPE,
         action_activity,
         diagnostic_activity,
     )
     from workflows.approvals import APPROVE_HELP, DECIDE_HELP, REJECT_HELP, ApprovalGate
     from workflows.details import current_details, stage_attributes
+    from workflows.escalation import ESCALATE_WHEN, HandOff, at_decision, at_verify
     from workflows.guardrails import Guardrails
+    from workflows.investigation import BREAKER_RESET_HELP, BREAKER_RESET_UPDATE, BreakerReset, Investigator
     from workflows.journal import Journal
+    from workflows.levels import IncidentAutonomy
+    from workflows.monitor import monitor
     from workflows.retries import (
         ACTION_HEARTBEAT,
         ACTION_RETRY,
@@ -78,6 +79,8 @@ with workflow.unsafe.imports_passed_through():
         diagnostic_heartbeat,
         failure_message,
     )
+    from workflows.rollback import roll_back
+    from workflows.rules import POLICY_RULES, PolicyRules
 
 
 @workflow.defn(name=WORKFLOW_TYPE)
@@ -103,6 +106,10 @@ class IncidentWorkflow:
         self._guards = Guardrails(
             self._journal, lambda: self._policy, set_stage=self._set_stage, sleep=self._sleep
         )
+        self._level: str | None = None  # the runbook's autonomy level (workflows/levels.py); None: no trust
+        self._autonomy = IncidentAutonomy(self._journal, lambda: self._policy)
+        self._investigator = Investigator(self._journal, lambda: self._policy, host=self)
+        self._rules = PolicyRules(self._journal, self._gate, lambda: self._policy, lambda: self._runbook)
 
     @workflow.run
     async def run(self, input: IncidentInput) -> IncidentResult:
@@ -121,20 +128,23 @@ class IncidentWorkflow:
                 retry_policy=ENGINE_RETRY,
             )
             self._policy = prepared.policy
+            self._investigator.setup = prepared.llm
             if prepared.channels and workflow.patched("reporting-v1"):
                 self._journal.open_channels(prepared)
             self._journal.candidates(prepared)
             outcome, reason = await self._remediate(alert, prepared)
         except Abort as abort:
             outcome, reason = abort.outcome, abort.reason
-            if self._checkpoints:
+            if self._checkpoints and not isinstance(abort, HandOff):
                 reason += await self._roll_back()
         return await self._finish(alert, outcome, reason)
 
     async def _remediate(self, alert: Alert, prepared: PrepareResult) -> tuple[Outcome, str]:
         """The stages in order; an upstream resolve/acknowledge ends them between any two."""
         if not prepared.candidates:
-            raise Abort("no runbook matches this alert")
+            if prepared.llm is None or not workflow.patched("llm-investigator-v1"):
+                raise Abort("no runbook matches this alert")
+            self._policy = (prepared := await self._investigator.investigate(alert, prepared)).policy
 
         self._set_stage("diagnosing")
         await self._diagnose(
@@ -145,6 +155,9 @@ class IncidentWorkflow:
 
         self._set_stage("deciding")
         decision = await self._decide(alert, prepared)
+        self._level = await self._autonomy.begin(decision.runbook or "")
+        if decision.escalate is not None and workflow.patched(ESCALATE_WHEN):
+            raise at_decision(self._journal, decision)
 
         self._set_stage("acting")
         deadline = workflow.now() + timedelta(seconds=decision.max_duration_s)
@@ -170,12 +183,17 @@ class IncidentWorkflow:
         if decision.verify is None:
             return "resolved", "plan completed; the runbook declares no verification"
         self._set_stage("monitoring")
-        verdict = await self._monitor(alert, decision)
+        verdict = await monitor(
+            alert, decision, self._journal, self._facts,
+            diagnose=self._diagnose, sleep=self._sleep, stopped=self._stopped,
+        )  # fmt: skip
         if self._stopped():
             return self._closed_upstream()
 
         self._set_stage("evaluating")
         self._journal.evaluated(verdict)
+        if verdict.escalate is not None and workflow.patched(ESCALATE_WHEN):
+            raise at_verify(self._journal, verdict, self._checkpoints)
         if verdict.state == "resolved":
             return "resolved", verdict.detail
         raise Abort(
@@ -195,6 +213,8 @@ class IncidentWorkflow:
 
     async def _run_diagnostic(self, spec: DiagnosticSpec, given: dict[str, Any]) -> Fact:
         """A diagnostic that fails or times out is a fact too: the decision can see it."""
+        if spec.kind == LLM_DIAGNOSTIC_KIND and workflow.patched("llm-diagnostic-v1"):
+            return await self._investigator.diagnose(spec, self._alert)  # workflows/investigation.py
         request = DiagnosticRequest(
             incident_id=workflow.info().workflow_id,
             alert=self._alert,
@@ -264,11 +284,13 @@ class IncidentWorkflow:
                 raise Abort(f"dry run of step {step.id} failed: {failure_message(err)}") from None
             self._journal.dry_run(step, dry)
             guarded = workflow.patched("guardrails-v1")
-            needs_approval = step.approval_required
+            needs_approval = self._autonomy.needs_approval(step, self._level)
             if guarded:
                 if (refusal := self._guards.refusal(step, dry)) is not None:
                     raise Abort(refusal)
                 needs_approval = self._guards.forces_approval(step) or needs_approval
+            if self._rules.active() and workflow.patched(POLICY_RULES):
+                needs_approval = await self._rules.approval(step, dry, needs_approval, self.status())
             if needs_approval:
                 await self._await_approval(step, dry)
                 if self._stopped():
@@ -322,36 +344,6 @@ class IncidentWorkflow:
                 outcome="rejected",
             )
 
-    async def _monitor(self, alert: Alert, decision: RunbookDecision) -> VerifyVerdict:
-        """Re-run the checks every `every` until the verdict settles or `within` runs out."""
-        verify = decision.verify
-        assert verify is not None
-        deadline = workflow.now() + verify.within
-        if verify.initial_delay > timedelta(0):
-            await self._sleep(verify.initial_delay)
-        round_ = 0
-        while True:
-            round_ += 1
-            await self._diagnose([(spec, decision.vars) for spec in verify.checks])
-            verdict: VerifyVerdict = await workflow.execute_activity(
-                VERIFY_ACTIVITY,
-                VerifyRequest(
-                    alert=alert, verify=verify, facts=self._facts, round=round_, vars=decision.vars
-                ),
-                result_type=VerifyVerdict,
-                start_to_close_timeout=ENGINE_TIMEOUT,
-                retry_policy=ENGINE_RETRY,
-            )
-            self._journal.record("verify", f"round {round_}: {verdict.detail}", data={"state": verdict.state})
-            if verdict.state != "not_resolved" or self._stopped():
-                return verdict
-            if workflow.now() + verify.every > deadline:
-                return VerifyVerdict(
-                    state="not_resolved", detail=f"not recovered within {verify.within}: {verdict.detail}"
-                )
-            if await self._sleep(verify.every):
-                return verdict
-
     async def _sleep(self, duration: timedelta) -> bool:
         """A durable timer that an upstream resolve/acknowledge cuts short; True when it did."""
         try:
@@ -361,28 +353,11 @@ class IncidentWorkflow:
         return self._stopped()
 
     async def _roll_back(self) -> str:
-        """Undo checkpoints newest first (saga); say what could not be undone."""
+        """Undo checkpoints newest first (saga, workflows/rollback.py); say what could not be undone."""
         self._set_stage("rolling_back")
-        failures = []
-        for checkpoint in reversed(self._checkpoints):
-            self._journal.rollback_started(checkpoint)
-            try:
-                result = await workflow.execute_activity(
-                    action_activity(checkpoint.action, "rollback"),
-                    RollbackRequest(incident_id=workflow.info().workflow_id, checkpoint=checkpoint),
-                    result_type=ActionResult,
-                    start_to_close_timeout=timedelta(minutes=5),
-                    heartbeat_timeout=ACTION_HEARTBEAT,
-                    retry_policy=ACTION_RETRY,
-                )
-                self._journal.rolled_back(checkpoint, result)
-            except ActivityError as err:
-                failures.append(checkpoint.step_id)
-                self._journal.rollback_failed(checkpoint, failure_message(err))
+        reason = await roll_back(self._journal, self._checkpoints)
         self._checkpoints = []
-        if failures:
-            return f"; rollback FAILED for {', '.join(failures)}: undo by hand"
-        return "; all changes were rolled back"
+        return reason
 
     def _closed_upstream(self) -> tuple[Outcome, str]:
         ext = self._external
@@ -414,6 +389,7 @@ class IncidentWorkflow:
         self._report = report
         self._escalation = report.escalation
         self._journal.reported(report, outcome, reason)
+        await self._autonomy.report(outcome, self._actions, self._gate.approvals)
         self._set_stage(
             "resolved" if outcome == "resolved" else "escalated" if self._escalation else "closed"
         )
@@ -462,6 +438,10 @@ class IncidentWorkflow:
         finally:
             self._update_details()
 
+    @workflow.update(name=BREAKER_RESET_UPDATE, description=BREAKER_RESET_HELP)
+    def breaker_reset(self, request: BreakerReset) -> str:
+        return self._investigator.reset(request)
+
     @workflow.query(
         name=STATUS_QUERY, description="Stage, pending approval (with its dry run), facts, actions."
     )
@@ -479,6 +459,9 @@ class IncidentWorkflow:
             checkpoints=self._checkpoints,
             escalation=self._escalation,
             report=self._report,
+            level=self._level,
+            review=self._autonomy.review,
+            **self._investigator.status_fields(),
         )
 
     @workflow.query(name=AUDIT_QUERY, description="The decision log, oldest first.")

@@ -34,7 +34,7 @@ class IncidentMetrics:
         self._acted = False
         self._closed_upstream = False
         self._handlers: dict[str, Callable[[AuditEntry], None]] = {
-            "triggered": lambda e: self._prime_incident(),
+            "triggered": self._triggered,
             "decision": self._decision,
             "plan": self._plan,
             "action_started": self._action_started,
@@ -52,6 +52,9 @@ class IncidentMetrics:
             "approval_forced": lambda e: self._guard(e, "approval_forced", "approval_policy"),
             "report_failed": self._report_failed,
             "report": self._report,
+            "llm_call": self._llm_call,
+            "llm_call_failed": lambda e: self._count(metrics.LLM_CALLS, result=str(e.data.get("result"))),
+            "breaker": lambda e: self._count(metrics.BREAKER_TRANSITIONS, state=str(e.data.get("to"))),
         }
 
     def observe(self, entry: AuditEntry) -> None:
@@ -135,6 +138,8 @@ class IncidentMetrics:
         self._count(metrics.GUARD_TRIPS, guard=name, effect=effect, runbook=self._runbook)
 
     def _report_failed(self, entry: AuditEntry) -> None:
+        if entry.data.get("skipped"):  # not sent after an earlier failure: not another failure
+            return
         self._count(metrics.REPORTER_FAILURES, channel=str(entry.data.get("channel") or "unknown"))
 
     def _report(self, entry: AuditEntry) -> None:
@@ -142,6 +147,23 @@ class IncidentMetrics:
         self._count(metrics.INCIDENTS, outcome=outcome, runbook=self._runbook)
         if outcome == "resolved":
             self._observe(metrics.TIME_TO_RESOLVE, self._since_start(entry.at), runbook=self._runbook)
+
+    def _triggered(self, entry: AuditEntry) -> None:
+        """Every incident may be investigated: the LLM series start at 0 too (they carry no runbook)."""
+        self._prime_incident()
+        for result in metrics.LLM_CALL_RESULTS:
+            self._count(metrics.LLM_CALLS, 0, result=result)
+        for kind in metrics.LLM_TOKEN_KINDS:
+            self._count(metrics.LLM_TOKENS, 0, kind=kind)
+        for state in metrics.BREAKER_STATES:
+            self._count(metrics.BREAKER_TRANSITIONS, 0, state=state)
+        self._count(metrics.LLM_COST, 0)
+
+    def _llm_call(self, entry: AuditEntry) -> None:
+        self._count(metrics.LLM_CALLS, result="answered")
+        for kind in metrics.LLM_TOKEN_KINDS:
+            self._count(metrics.LLM_TOKENS, int(entry.data.get(f"{kind}_tokens") or 0), kind=kind)
+        self._count(metrics.LLM_COST, round(float(entry.data.get("cost_usd") or 0.0) * 1_000_000))
 
     # ------------------------------------------------------------ emission
 

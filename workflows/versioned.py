@@ -22,7 +22,14 @@ from temporalio.common import VersioningBehavior
 
 with workflow.unsafe.imports_passed_through():
     from remedium.models import FreezeState, IncidentInput, IncidentResult
-    from remedium.names import FREEZE_WORKFLOW_TYPE, LIMITER_WORKFLOW_TYPE, WORKFLOW_TYPE
+    from remedium.models.trust import AutonomyState
+    from remedium.names import (
+        AUTONOMY_WORKFLOW_TYPE,
+        FREEZE_WORKFLOW_TYPE,
+        LIMITER_WORKFLOW_TYPE,
+        WORKFLOW_TYPE,
+    )
+    from workflows.autonomy import AutonomyWorkflow
     from workflows.freeze import FreezeWorkflow
     from workflows.incident import IncidentWorkflow
     from workflows.limiter import LimiterState, TargetLimiterWorkflow
@@ -55,8 +62,18 @@ class UpgradingFreezeWorkflow(FreezeWorkflow):
         return await super().run(state)
 
 
+@workflow.defn(name=AUTONOMY_WORKFLOW_TYPE, versioning_behavior=VersioningBehavior.AUTO_UPGRADE)
+class UpgradingAutonomyWorkflow(AutonomyWorkflow):
+    """AutonomyWorkflow (a runbook's record, as long-lived as the runbook), on the current build."""
+
+    @workflow.run
+    async def run(self, state: AutonomyState) -> None:
+        await super().run(state)
+
+
 VERSIONED_WORKFLOWS: list[type] = [
     PinnedIncidentWorkflow,
     UpgradingTargetLimiterWorkflow,
     UpgradingFreezeWorkflow,
+    UpgradingAutonomyWorkflow,
 ]

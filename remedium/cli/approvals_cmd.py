@@ -1,7 +1,9 @@
 """`remedium approvals [--json]`: every approval waiting for a human, across incidents.
 
 The on-call's worklist: which incident, which step doing what at which risk, until when, and
-who approved so far (a step the policy gives a quorum waits for several approvers).
+who approved so far (a step the policy gives a quorum waits for several approvers). Under the
+table, each row's dry run and who may approve; `rule` names the policy rule that required the
+approval, when one did (in `--json`, the key is present only then).
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from remedium.cli.common import connect, print_json, print_table
+from remedium.cli.common import connect, line, print_json, print_table
 from remedium.incidents import PendingRow, list_pending_approvals
 from remedium.models.common import utc_text
 from remedium.settings import Settings
@@ -27,6 +29,11 @@ async def approvals_command(as_json: bool) -> int:
         print("no pending approvals")
     else:
         print_table(COLUMNS, [_text(row) for row in rows])
+        for row in rows:
+            p = row.approval
+            rule = f" (policy rule {p.rule})" if p.rule else ""
+            print(line(f"  {row.workflow_id} {p.step}: would {p.dry_run.summary}"))
+            print(line(f"    may approve: {', '.join(p.approvers)}{rule}"))
     for workflow_id in unreadable:
         print(f"remedium: {workflow_id} waits for approval but did not answer (no worker?)", file=sys.stderr)
     return 0
@@ -47,6 +54,7 @@ def _json(row: PendingRow) -> dict[str, Any]:
         "verified_only": p.verified_only,
         "approvers": list(p.approvers),
         "dry_run": p.dry_run.summary,
+        **({"rule": p.rule} if p.rule else {}),
     }
 
 

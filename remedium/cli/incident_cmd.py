@@ -1,4 +1,4 @@
-"""`remedium incident list` / `incident show`: what is open, and one incident's trail.
+"""`remedium incident list` / `show` / `export`: what is open, one incident's trail, its history.
 
 Reading goes through remedium.incidents; this module only turns its answers into the
 table, the text view or `--json`.
@@ -6,6 +6,8 @@ table, the text view or `--json`.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any
 
 from remedium.cli.common import CommandError, connect, line, print_json, print_table
@@ -14,6 +16,7 @@ from remedium.incidents import (
     IncidentNotFound,
     IncidentSummary,
     IncidentUnreadable,
+    export_history,
     list_incidents,
     show_incident,
 )
@@ -63,6 +66,24 @@ async def incident_show(workflow_id: str, as_json: bool) -> int:
         print_json(_as_json(details))
     else:
         _print_details(details)
+    return 0
+
+
+async def incident_export(workflow_id: str, output: str | None) -> int:
+    """The incident's history as JSON, to `-o FILE` or stdout: the input of `remedium replay`."""
+    client = await connect(Settings.load())
+    try:
+        text = await export_history(client, workflow_id)
+    except IncidentNotFound as exc:
+        raise CommandError(str(exc)) from None
+    if output is None:
+        print(text)
+        return 0
+    try:
+        Path(output).write_text(text)
+    except OSError as exc:
+        raise CommandError(f"cannot write {output}: {exc.strerror or exc}") from None
+    print(f"wrote the history of {workflow_id} to {output}", file=sys.stderr)
     return 0
 
 

@@ -65,6 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     show = incident.add_parser("show", help="one incident's state and audit trail")
     show.add_argument("id", metavar="ID")
     show.add_argument("--json", action="store_true")
+    export = incident.add_parser("export", help="one incident's history (JSON), for `remedium replay`")
+    export.add_argument("id", metavar="ID")
+    export.add_argument("-o", "--output", metavar="FILE", default=None, help="default: stdout")
 
     for verb in ("approve", "reject"):
         p = sub.add_parser(verb, help=f"{verb} the pending step of an incident")
@@ -77,6 +80,14 @@ def _parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--json", action="store_true")
 
+    policy = sub.add_parser("policy", help="try the policy's rules").add_subparsers(
+        dest="policy_command", required=True, metavar="SUBCOMMAND"
+    )
+    p_test = policy.add_parser("test", help="which rule fires for a step (STEP.json), and why")
+    p_test.add_argument("policy", metavar="POLICY")
+    p_test.add_argument("--step", required=True, metavar="STEP.json")
+    p_test.add_argument("--json", action="store_true")
+
     approvals = sub.add_parser("approvals", help="every pending approval across incidents")
     approvals.add_argument("--json", action="store_true")
 
@@ -88,9 +99,43 @@ def _parser() -> argparse.ArgumentParser:
     unfreeze.add_argument("--as", dest="by", default=None, metavar="USER", help="default: $USER")
     unfreeze.add_argument("--json", action="store_true")
 
+    autonomy = sub.add_parser("autonomy", help="runbooks' earned autonomy levels").add_subparsers(
+        dest="autonomy_command", required=True
+    )
+    a_show = autonomy.add_parser("show", help="level, cap, record and history of the runbooks")
+    a_show.add_argument("runbook", nargs="?", default=None, metavar="RUNBOOK")
+    a_show.add_argument("--json", action="store_true")
+    a_set = autonomy.add_parser("set", help="set a runbook's level (and cap it there)")
+    a_set.add_argument("runbook", metavar="RUNBOOK")
+    a_set.add_argument("level", choices=["advisory", "supervised", "conditional", "full"])
+    a_set.add_argument("--as", dest="by", required=True, metavar="USER")
+    a_set.add_argument("--reason", required=True)
+    a_set.add_argument("--json", action="store_true")
+    review = sub.add_parser("review", help="post-hoc verdict on an incident a runbook handled")
+    review.add_argument("id", metavar="ID")
+    review.add_argument("--verdict", required=True, choices=["good", "bad"])
+    review.add_argument("--as", dest="by", required=True, metavar="USER")
+    review.add_argument("--reason", default="")
+    review.add_argument("--json", action="store_true")
+
+    breaker = sub.add_parser("breaker", help="an incident's LLM circuit breaker").add_subparsers(
+        dest="breaker_command", required=True, metavar="SUBCOMMAND"
+    )
+    reset = breaker.add_parser("reset", help="re-arm a CIRCUIT_BROKEN breaker (audited)")
+    reset.add_argument("id", metavar="ID")
+    reset.add_argument("--as", dest="by", required=True, metavar="USER")
+    reset.add_argument("--reason", default="")
+    reset.add_argument("--json", action="store_true")
+
     replay = sub.add_parser("replay", help="replay exported workflow histories (JSON)")
     replay.add_argument("paths", nargs="+", metavar="PATH")
     replay.add_argument("--json", action="store_true", help="one JSON document; no progress display")
+    replay.add_argument(
+        "--shadow", metavar="RUNBOOK_DIR", default=None, help="decision diff under these runbooks"
+    )
+    replay.add_argument(
+        "--policy", metavar="FILE", default=None, help="with --shadow (default: the recorded one)"
+    )
 
     codec = sub.add_parser(
         "codec-server", help="the Temporal UI's codec endpoint: decrypt payloads for operators"
@@ -128,8 +173,12 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return asyncio.run(runbook_test_command(args.runbook, args.alert, args.facts, args.live, args.json))
     if command == "replay":
-        from remedium.cli.replay_cmd import replay_command
+        from remedium.cli.replay_cmd import replay_command, shadow_command
 
+        if args.shadow is not None:
+            return asyncio.run(shadow_command(args.shadow, args.policy, args.paths, args.json))
+        if args.policy is not None:
+            raise CommandError("--policy is only for --shadow", code=USAGE_ERROR)
         return asyncio.run(replay_command(args.paths, args.json))
     if command == "codec-server":
         from remedium.cli.codec_cmd import codec_server_command
@@ -138,10 +187,12 @@ def _dispatch(args: argparse.Namespace) -> int:
     if command in ("up", "demo", "worker", "ingress"):
         return _dispatch_stack(args)
     if command == "incident":
-        from remedium.cli.incident_cmd import incident_list, incident_show
+        from remedium.cli.incident_cmd import incident_export, incident_list, incident_show
 
         if args.incident_command == "list":
             return asyncio.run(incident_list(args.json, args.limit))
+        if args.incident_command == "export":
+            return asyncio.run(incident_export(args.id, args.output))
         return asyncio.run(incident_show(args.id, args.json))
     if command in ("approve", "reject"):
         from remedium.cli.approve_cmd import decide_command
@@ -149,10 +200,30 @@ def _dispatch(args: argparse.Namespace) -> int:
         return asyncio.run(
             decide_command(args.id, command, args.step, args.by, args.reason, args.request, args.json)
         )
+    if command == "policy":
+        from remedium.cli.policy_cmd import policy_test_command
+
+        return policy_test_command(args.policy, args.step, args.json)
     if command == "approvals":
         from remedium.cli.approvals_cmd import approvals_command
 
         return asyncio.run(approvals_command(args.json))
+    if command in ("autonomy", "review"):
+        from remedium.cli import autonomy_cmd
+
+        if command == "review":
+            return asyncio.run(
+                autonomy_cmd.review_command(args.id, args.verdict, args.by, args.reason, args.json)
+            )
+        if args.autonomy_command == "show":
+            return asyncio.run(autonomy_cmd.autonomy_show(args.runbook, args.json))
+        return asyncio.run(
+            autonomy_cmd.autonomy_set(args.runbook, args.level, args.by, args.reason, args.json)
+        )
+    if command == "breaker":
+        from remedium.cli.breaker_cmd import breaker_reset_command
+
+        return asyncio.run(breaker_reset_command(args.id, args.by, args.reason, args.json))
     if command in ("freeze", "unfreeze"):
         from remedium.cli.freeze_cmd import freeze_command
 

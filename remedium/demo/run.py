@@ -103,7 +103,8 @@ async def run_demo(scenario_name: str, keep_running: bool, variant: str | None =
     from remedium.ingress.serve import connect_client, serve_ingress
     from remedium.worker import running_worker
 
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per HTTP call drowns the timeline
+    for noisy in ("httpx", "httpx2"):  # one line per HTTP call drowns the timeline (httpx2: openai)
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     interactive = wanted() and sys.stdout.isatty()
     scenario = load_scenario(scenario_name)
     base = Settings.load()
@@ -150,11 +151,15 @@ async def run_demo(scenario_name: str, keep_running: bool, variant: str | None =
             handle = client.get_workflow_handle(workflow_id, result_type=IncidentResult)
             done = asyncio.Event()
             follower = asyncio.create_task(_follow(handle, done))
+            drive = getattr(scenario, "drive", None)  # a scenario that plays the human (approvals)
+            driver = asyncio.create_task(drive(client, workflow_id, variant)) if drive else None
             try:
                 result = await asyncio.wait_for(handle.result(), timeout=DEMO_TIMEOUT_S)
             finally:
                 done.set()
                 await follower
+                if driver is not None:
+                    driver.cancel()
             elapsed = time.monotonic() - started
             print()
             print(result.report.markdown, flush=True)

@@ -16,6 +16,7 @@ from pydantic import SecretStr
 
 from remedium.demo.sandbox.jira import JiraSandbox
 from remedium.demo.sandbox.kubernetes import KubernetesSandbox
+from remedium.demo.sandbox.llm import CRASHLOOP, LlmSandbox
 from remedium.demo.sandbox.loki import LokiSandbox
 from remedium.demo.sandbox.pagerduty import PagerDutySandbox
 from remedium.demo.sandbox.prometheus import PrometheusSandbox
@@ -28,6 +29,7 @@ PAGERDUTY_FROM = "remedium@example.com"
 WEBHOOK_SECRET = "demo-pagerduty-webhook-secret"
 SLACK_SIGNING_SECRET = "demo-slack-signing-secret"
 ALERTMANAGER_TOKEN = "demo-alertmanager-token"
+DEMO_LLM_PRICES = (3.0, 15.0)  # USD per million input / output tokens: the breaker counts a cost
 
 DEMO_POLICY = """\
 # The demo's policy: high-risk steps wait for a human, the rest run inside the blast radius.
@@ -39,6 +41,17 @@ approval:
   required_for: [high]
   timeout: 30m
 autonomy: auto
+# Earned autonomy: each runbook starts at conditional (high-risk steps ask, the rest act), climbs
+# to full on a clean record and falls back to advisory at once on a rollback or a rejection.
+trust:
+  start: conditional
+  promote:
+    supervised: {after: 5, success_rate: 1.0, agreement: 0.9}
+    conditional: {after: 10, success_rate: 0.95}
+    full: {after: 20, success_rate: 0.98, window: 30d}
+  demote_to: advisory
+  review_sample: 0.1
+  supervised_max_risk: medium
 blast_radius:
   namespaces: [etl, payments, web, default]
   label_selector: "remedium.io/protected!=true"
@@ -71,6 +84,7 @@ class DemoSandboxes:
     slack: SlackSandbox
     jira: JiraSandbox
     pagerduty: PagerDutySandbox
+    llm: LlmSandbox
     _stack: ExitStack = field(default_factory=ExitStack, repr=False)
 
     @classmethod
@@ -89,10 +103,12 @@ class DemoSandboxes:
             stack.callback(jira.stop)
             pagerduty = PagerDutySandbox(users=(PAGERDUTY_FROM,)).start()
             stack.callback(pagerduty.stop)
+            llm = LlmSandbox().start()
+            stack.callback(llm.stop)
         except BaseException:
             stack.close()
             raise
-        return cls(kube, loki, prometheus, slack, jira, pagerduty, stack)
+        return cls(kube, loki, prometheus, slack, jira, pagerduty, llm, stack)
 
     def stop(self) -> None:
         self._stack.close()
@@ -134,6 +150,12 @@ class DemoSandboxes:
             "pagerduty_webhook_secret": SecretStr(WEBHOOK_SECRET),
             "slack_signing_secret": SecretStr(SLACK_SIGNING_SECRET),
             "alertmanager_token": SecretStr(ALERTMANAGER_TOKEN),
+            # The scripted model (remedium/demo/sandbox/llm.py); other scenarios: set REMEDIUM_LLM_MODEL.
+            "llm_base_url": self.llm.base_url,
+            "llm_api_key": SecretStr(self.llm.api_key),
+            "llm_model": CRASHLOOP,
+            "llm_price_input_per_mtok": DEMO_LLM_PRICES[0],
+            "llm_price_output_per_mtok": DEMO_LLM_PRICES[1],
         }
 
     def write_env(self, path: Path, update: dict[str, Any]) -> Path:
@@ -157,4 +179,5 @@ class DemoSandboxes:
             ("Slack Web API", self.slack.api_url),
             ("Jira REST", self.jira.url),
             ("PagerDuty REST", self.pagerduty.url),
+            ("LLM (Chat Completions)", self.llm.base_url),
         ]

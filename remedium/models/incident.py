@@ -9,6 +9,7 @@ from pydantic import Field
 
 from remedium.models.alert import Alert
 from remedium.models.common import Model
+from remedium.models.llm import BreakerStatus, Finding, LlmSetup
 from remedium.models.policy import Policy
 from remedium.models.runbook import Risk, Runbook, VerifySpec
 
@@ -56,6 +57,9 @@ class RenderedStep(Model):
     risk: Risk
     state_changing: bool
     approval_required: bool = False
+    # The runbook itself says this step always asks (`approval.required`): no autonomy level,
+    # however earned, lifts an author's explicit gate.
+    approval_by_runbook: bool = False
     approval_timeout_s: float | None = None
     timeout_s: float = 300
     skip_reason: str | None = None
@@ -71,6 +75,12 @@ class RunbookDecision(Model):
     max_duration_s: float = 3600
     vars: dict[str, Any] = Field(
         default_factory=dict, description="the chosen runbook's vars, both groups, rendered once"
+    )
+    escalate: str | None = Field(
+        default=None, description="an escalate.when condition holds after diagnosis: which, and why"
+    )
+    escalate_when: list[str] = Field(
+        default_factory=list, description="the chosen runbook's escalate.when, checked at each verify round"
     )
 
 
@@ -257,6 +267,7 @@ class PendingApproval(Model):
     quorum: int = Field(default=1, description="distinct approvers the step needs")
     approved_by: list[str] = Field(default_factory=list, description="who approved so far")
     verified_only: bool = Field(default=False, description="only approvals from a verified channel count")
+    rule: str | None = Field(default=None, description="the policy rule that required this approval")
 
 
 class AuditEntry(Model):
@@ -286,6 +297,7 @@ class PrepareResult(Model):
         default_factory=dict,
         description="runbook name -> its vars rendered from the alert (a var that failed is absent)",
     )
+    llm: LlmSetup | None = Field(default=None, description="the configured LLM investigator; None: none")
 
 
 class VerifyRequest(Model):
@@ -296,12 +308,14 @@ class VerifyRequest(Model):
     vars: dict[str, Any] = Field(
         default_factory=dict, description="the decision's vars; empty: recomputed from the runbook"
     )
+    escalate_when: list[str] = Field(default_factory=list, description="the runbook's escalate.when")
 
 
 class VerifyVerdict(Model):
     state: Literal["resolved", "not_resolved", "worse"]
     detail: str
     facts: dict[str, Fact] = Field(default_factory=dict)
+    escalate: str | None = Field(default=None, description="an escalate.when condition holds: hand off now")
 
 
 class DecideInput(Model):
@@ -358,6 +372,10 @@ class IncidentStatus(Model):
     checkpoints: list[Checkpoint] = Field(default_factory=list)
     escalation: Escalation | None = None
     report: Report | None = None
+    level: str | None = Field(default=None, description="earned-autonomy level it runs at; None: no trust")
+    review: bool = Field(default=False, description="sampled for post-hoc review (`remedium review`)")
+    breaker: BreakerStatus | None = Field(default=None, description="the LLM investigation's circuit breaker")
+    finding: Finding | None = Field(default=None, description="the LLM investigation's finding (untrusted)")
 
 
 class IncidentResult(Model):

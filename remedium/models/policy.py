@@ -9,7 +9,10 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import AfterValidator, Discriminator, Field, HttpUrl, Tag, field_validator, model_validator
 
 from remedium.models.common import Duration, UserModel
+from remedium.models.llm import LlmPolicy
+from remedium.models.rules import PolicyRule, check_unique_ids
 from remedium.models.runbook import Risk
+from remedium.models.trust import TrustPolicy
 from remedium.selectors import check_selector
 
 ALL_RISKS: tuple[Risk, ...] = ("low", "medium", "high")
@@ -277,3 +280,11 @@ class Policy(UserModel):
     escalation: EscalationPolicy = Field(default_factory=EscalationPolicy)
     http: HttpPolicy = Field(default_factory=HttpPolicy)
     priority: PriorityPolicy = Field(default_factory=PriorityPolicy)
+    llm: LlmPolicy = Field(default_factory=LlmPolicy, description="the LLM investigator's circuit breaker")
+    rules: Annotated[list[PolicyRule], AfterValidator(check_unique_ids)] = Field(
+        default_factory=list,
+        description="ordered {id, when, effect} rules for state-changing steps: the first that holds decides",
+    )
+    trust: TrustPolicy | None = Field(
+        default=None, description="earned autonomy per runbook; absent: risk-based approvals as before"
+    )

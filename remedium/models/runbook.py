@@ -81,6 +81,11 @@ class VerifySpec(UserModel):
 
 class EscalateSpec(UserModel):
     to: list[str] = Field(default_factory=list)
+    when: list[str] = Field(
+        default_factory=list,
+        description="escalation thresholds: conditions checked after diagnosis and at every verify round; "
+        "any that holds hands the incident to a human at once, whatever the autonomy level",
+    )
     message: str = "Remedium could not resolve {{ alert.title }}: {{ reason }}"
 
 

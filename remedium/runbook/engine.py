@@ -44,12 +44,14 @@ __all__ = [
     "candidates",
     "context",
     "decide",
+    "failed_facts",
     "judge",
     "matches",
     "render_alert_vars",
     "render_fact_vars",
     "render_plan",
     "report",
+    "threshold",
 ]
 
 
@@ -171,7 +173,7 @@ def _not_rendered(runbook: Runbook, errors: dict[str, str], said: str, *, alert_
     return "".join(f"; vars.{name} could not be rendered: {errors[name]}" for name in told)
 
 
-def _failed_facts(condition: str, ctx: dict[str, Any]) -> str | None:
+def failed_facts(condition: str, ctx: dict[str, Any]) -> str | None:
     """Which diagnostics this condition reads failed, and why; None when every one it reads is ok.
 
     A condition over a failed fact is not false, it is unknown: the reason must say so, or an
@@ -193,11 +195,38 @@ def _conditions_hold(conditions: list[str], ctx: dict[str, Any]) -> tuple[bool, 
         try:
             holds = evaluate(condition, ctx)
         except TemplateError as exc:
-            failed = _failed_facts(condition, ctx)
+            failed = failed_facts(condition, ctx)
             return False, failed or f"condition `{condition}` could not be evaluated: {exc}"
         if not holds:
-            return False, _failed_facts(condition, ctx) or f"condition `{condition}` is false"
+            return False, failed_facts(condition, ctx) or f"condition `{condition}` is false"
     return True, "all conditions hold" if conditions else "no conditions"
+
+
+def threshold(conditions: list[str], ctx: dict[str, Any]) -> str | None:
+    """The first `escalate.when` condition that holds, said with why; None when none does.
+
+    One that cannot be told (it fails, or reads a diagnostic that failed) counts as holding:
+    an escalation threshold exists to hand off when in doubt, so unknown is never false. One
+    that reads a fact not gathered yet (a verify check, after diagnosis) is not checked yet;
+    `round` is 0 after diagnosis, then the verify round.
+    """
+    gathered = ctx.get("facts")
+    for condition in conditions:
+        if isinstance(gathered, Mapping) and any(
+            fact_id not in gathered for fact_id in fact_ids(condition, condition=True)
+        ):
+            continue
+        try:
+            holds = bool(evaluate(condition, ctx))
+        except TemplateError as exc:
+            why = failed_facts(condition, ctx) or str(exc)
+            return f"escalate.when `{condition}` cannot be evaluated ({why}), so it counts as holding"
+        failed = failed_facts(condition, ctx)
+        if failed is not None and not holds:
+            return f"escalate.when `{condition}` is unknown ({failed}), so it counts as holding"
+        if holds:
+            return f"escalate.when `{condition}` holds"
+    return None
 
 
 def render_plan(runbook: Runbook, policy: Policy, ctx: dict[str, Any]) -> list[RenderedStep]:
@@ -230,6 +259,7 @@ def render_plan(runbook: Runbook, policy: Policy, ctx: dict[str, Any]) -> list[R
                 state_changing=action.state_changing,
                 approval_required=action.state_changing
                 and (step.approval.required or step.risk in policy.approval.required_for),
+                approval_by_runbook=action.state_changing and step.approval.required,
                 approval_timeout_s=timeout.total_seconds(),
                 timeout_s=step.timeout.total_seconds(),
                 skip_reason=skip_reason,
@@ -293,6 +323,8 @@ def decide(request: DecideInput) -> RunbookDecision:
         max_actions=runbook.limits.max_actions,
         max_duration_s=runbook.limits.max_duration.total_seconds(),
         vars=values,
+        escalate=threshold(runbook.escalate.when, {**ctx, "round": 0}),
+        escalate_when=list(runbook.escalate.when),
     )
 
 
@@ -310,6 +342,10 @@ def judge(request: VerifyRequest, runbook: Runbook | None = None) -> VerifyVerdi
                 return VerifyVerdict(state="worse", detail=f"worse: `{condition}` holds")
         except TemplateError:
             continue
+    escalate = threshold(request.escalate_when, ctx)
+    if escalate is not None:
+        detail = f"escalation threshold: {escalate}"
+        return VerifyVerdict(state="not_resolved", detail=detail, escalate=escalate)
     holds, why = _conditions_hold(request.verify.success, ctx)
     if holds:
         return VerifyVerdict(state="resolved", detail="recovered: " + why)

@@ -13,12 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 from pydantic_core import ErrorDetails
 
 from remedium.catalog import action_catalog, diagnostic_catalog
 from remedium.errors import ProblemsError, TemplateError
+from remedium.models.common import UserModel
 from remedium.models.runbook import DiagnosticSpec, Runbook
+from remedium.names import LLM_DIAGNOSTIC_KIND
 from remedium.runbook.templating import (
     check_condition,
     check_template,
@@ -132,6 +134,25 @@ def _diagnostics(runbook: Runbook) -> Iterator[tuple[Loc, DiagnosticSpec]]:
         yield ("verify", "checks", i), spec
 
 
+class LlmQuestion(UserModel):
+    """`with` of a `diagnose` entry of kind `llm`: what the runbook asks the investigator."""
+
+    question: str = Field(min_length=1, max_length=2000, description="sent to the model as written")
+
+
+def _check_llm(loc: Loc, spec: DiagnosticSpec, locate: Locator) -> Iterator[Finding]:
+    """The investigator answers in diagnose only; its question is sent as written, so no template."""
+    if loc[0] != "diagnose":
+        yield locate.at((*loc, "kind"), "diagnostic kind 'llm' is only for diagnose, not verify checks")
+        return
+    problems = _check_params(LlmQuestion, spec.with_, (*loc, "with"), locate)
+    yield from problems
+    question = spec.with_.get("question")
+    if not problems and isinstance(question, str) and is_template(question):
+        message = "the llm question is sent to the model as written: templates are not rendered"
+        yield locate.at((*loc, "with", "question"), message)
+
+
 def check_catalog(runbook: Runbook, locate: Locator) -> Iterator[Finding]:
     """Actions and diagnostic kinds must be registered, and their `with` must fit their params."""
     actions, diagnostics = action_catalog(), diagnostic_catalog()
@@ -144,9 +165,12 @@ def check_catalog(runbook: Runbook, locate: Locator) -> Iterator[Finding]:
         else:
             yield from _check_params(action.params_model, step.with_, (*loc, "with"), locate)
     for loc, spec in _diagnostics(runbook):
+        if spec.kind == LLM_DIAGNOSTIC_KIND:
+            yield from _check_llm(loc, spec, locate)
+            continue
         diagnostic = diagnostics.get(spec.kind)
         if diagnostic is None:
-            known = ", ".join(sorted(diagnostics))
+            known = ", ".join(sorted([*diagnostics, LLM_DIAGNOSTIC_KIND]))
             yield locate.at((*loc, "kind"), f"unknown diagnostic kind '{spec.kind}' (known: {known})")
         else:
             yield from _check_params(diagnostic.params_model, spec.with_, (*loc, "with"), locate)

@@ -89,6 +89,8 @@ def sources(runbook: Runbook) -> Iterator[Source]:
         yield Source(("verify", "success", i), condition, True, "later")
     for i, condition in enumerate(runbook.verify.worse_if):
         yield Source(("verify", "worse_if", i), condition, True, "later")
+    for i, condition in enumerate(runbook.escalate.when):
+        yield Source(("escalate", "when", i), condition, True, "later")
     yield Source(("escalate", "message"), runbook.escalate.message, False, "later")
     yield Source(("report", "summary"), runbook.report.summary, False, "later")
     for i, text in enumerate(runbook.report.follow_ups):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -62,6 +63,15 @@ class _Fault:
     stall_s: float = 0.0
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """A client that hangs up mid-answer (a timeout, an outage test) is normal, not a traceback."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
+
 class HttpDouble:
     """Subclasses implement `handle` (and `error_reply` for their API's error shape)."""
 
@@ -108,7 +118,9 @@ class HttpDouble:
         with self.lock:
             return [r for r in self.received if r.method == method and re.search(path_pattern, r.path)]
 
-    def start(self) -> Self:
+    def start(self, port: int = 0) -> Self:
+        """Serve on `port` (0: a free one); a stopped sandbox starts again on its old port, with
+        its state, as a restarted service would (for outages: stop, wait, start(port))."""
         double = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -118,6 +130,9 @@ class HttpDouble:
                 pass
 
             def _serve(self) -> None:
+                if self.server is not double._server:  # stopped since this connection opened:
+                    self.close_connection = True  # a dead server's sockets answer nothing
+                    return
                 split = urlsplit(self.path)
                 length = int(self.headers.get("Content-Length") or 0)
                 request = Request(
@@ -142,7 +157,7 @@ class HttpDouble:
             do_GET = do_POST = do_PUT = do_DELETE = _serve
 
         self._released.clear()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _QuietServer(("127.0.0.1", port), Handler)
         self._server.daemon_threads = True
         threading.Thread(
             target=self._server.serve_forever,
