@@ -56,6 +56,9 @@ def bind_ingress(settings: Settings) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+        # Listening from here on: a webhook sent as soon as `remedium up` says it is ready waits
+        # in the backlog until the server accepts it, instead of being refused.
+        sock.listen(2048)
     except OSError as exc:
         sock.close()
         reason = (exc.strerror or str(exc)).lower()
