@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import os
 import shutil
 import signal
 import socket
@@ -48,8 +47,8 @@ from remedium.ingress.serve import connect_client, serve_ingress
 from remedium.models import Alert, DecideRequest, IncidentResult, IncidentStatus
 from remedium.settings import Settings
 from remedium.worker import metrics_runtime_of, running_worker
-from tests.conftest import dev_address, require_real
-from tests.plugins.telemetry import PROMETHEUS_BIN
+from tests.conftest import dev_address
+from tests.plugins.telemetry import spawn_prometheus
 from tests.support import TargetService, alert_for, start, wait_for_stage
 
 REPO = Path(__file__).resolve().parent.parent
@@ -96,37 +95,7 @@ class Run:
 
 def _start_prometheus(targets: list[str], workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     """The Debian binary scraping `targets` every second (skipped with a reason when missing)."""
-    binary = PROMETHEUS_BIN if os.path.exists(PROMETHEUS_BIN) else shutil.which("prometheus")
-    if binary is None:
-        require_real("prometheus", f"{PROMETHEUS_BIN} is not installed (apt-get install prometheus)")
-        raise AssertionError("unreachable")
-    config = workdir / "prometheus.yml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-                "scrape_configs": [
-                    {"job_name": "remedium", "static_configs": [{"targets": targets}]},
-                ],
-            }
-        )
-    )
-    port = free_port()
-    log = open(workdir / "prometheus.log", "wb")
-    process = subprocess.Popen(
-        [
-            binary,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={workdir / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--storage.tsdb.retention.time=1h",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-    )
-    log.close()  # the child has its own descriptor
-    return process, f"http://127.0.0.1:{port}"
+    return spawn_prometheus(targets, workdir)
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

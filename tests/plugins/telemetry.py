@@ -132,30 +132,26 @@ class RealPrometheus:
         self.wait_for(selector, lambda r: bool(r) and float(r[0]["value"][1]) == value)
 
 
-@pytest.fixture(scope="session")
-def prometheus() -> Iterator[RealPrometheus]:
-    """The real Prometheus (Debian package), once per session; skipped with a reason if absent."""
+def spawn_prometheus(
+    targets: list[str], workdir: Path, job: str = "remedium"
+) -> tuple[subprocess.Popen[bytes], str]:
+    """The Debian binary scraping `targets` every second; skipped with a reason when missing."""
     from tests.conftest import require_real
 
     binary = PROMETHEUS_BIN if os.path.exists(PROMETHEUS_BIN) else shutil.which("prometheus")
     if binary is None:
         require_real("prometheus", f"{PROMETHEUS_BIN} is not installed (apt-get install prometheus)")
         raise AssertionError("unreachable")
-    exporter = Exporter().start()
-    workdir = Path(tempfile.mkdtemp(prefix="remedium-prometheus-"))
     config = workdir / "prometheus.yml"
     config.write_text(
         yaml.safe_dump(
             {
                 "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-                "scrape_configs": [
-                    {"job_name": "remedium-tests", "static_configs": [{"targets": [exporter.address]}]}
-                ],
+                "scrape_configs": [{"job_name": job, "static_configs": [{"targets": targets}]}],
             }
         )
     )
     port = _free_port()
-    started = time.monotonic()
     log = open(workdir / "prometheus.log", "wb")
     process = subprocess.Popen(
         [
@@ -169,7 +165,18 @@ def prometheus() -> Iterator[RealPrometheus]:
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
     )
-    url = f"http://127.0.0.1:{port}"
+    log.close()  # the child has its own descriptor
+    return process, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="session")
+def prometheus() -> Iterator[RealPrometheus]:
+    """The real Prometheus (Debian package), once per session; skipped with a reason if absent."""
+
+    exporter = Exporter().start()
+    workdir = Path(tempfile.mkdtemp(prefix="remedium-prometheus-"))
+    started = time.monotonic()
+    process, url = spawn_prometheus([exporter.address], workdir, job="remedium-tests")
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -195,7 +202,6 @@ def prometheus() -> Iterator[RealPrometheus]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-        log.close()
         exporter.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
